@@ -1,0 +1,1 @@
+"""models layer of stxcat (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""pipeline layer of stxcat (see DESIGN.md)."""

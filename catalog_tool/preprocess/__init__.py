@@ -1,0 +1,1 @@
+"""preprocess layer of stxcat (see DESIGN.md)."""

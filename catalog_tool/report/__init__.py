@@ -1,0 +1,1 @@
+"""report layer of stxcat (see DESIGN.md)."""

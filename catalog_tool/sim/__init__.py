@@ -1,0 +1,1 @@
+"""sim layer of stxcat (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""train layer of stxcat (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""vac layer of stxcat (see DESIGN.md)."""
