@@ -1,0 +1,410 @@
+"""Release discovery: an index of input files by HEALPix pixel, and its partitions.
+
+:func:`discover` turns inputs (a DESI release tree, a folder of LAMOST files, single files) into a
+:class:`ReleaseIndex` of :class:`FileEntry` sorted by HEALPix pixel (nside 64, NESTED), reading
+headers only. Files are recognised by their structure, never their names:
+
+* a DESI coadd (``FIBERMAP`` plus ``B_FLUX``/``R_FLUX``/``Z_FLUX``, one FIBERMAP row per target);
+* a DESI companion (redrock/zbest, emline, ... : a FIBERMAP or REDSHIFTS table without spectra):
+  ignored silently and only counted, since its contents are joined when the coadd is read;
+* an uncoadded DESI ``spectra-*`` file (one FIBERMAP row per exposure): skipped, with the reason;
+* anything else: handed to the LAMOST scanner, which recognises the three LRS layouts or raises.
+
+A file that cannot be used is listed in ``skipped`` with the reason; discovery goes on.
+
+:func:`partition` groups consecutive pixels into partitions of about ``target_spectra`` spectra.
+A pixel is never split across partitions, so a partition is a set of whole pixels (what the
+pipeline's done markers and resume rely on); a pixel, or a single file, larger than the target
+is a partition of its own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import healpy
+import numpy as np
+
+from catalog_tool.errors import ConfigError, InputFileError
+
+__all__ = [
+    "HEALPIX_NSIDE",
+    "HEALPIX_NEST",
+    "DEFAULT_PARTITION_SPECTRA",
+    "FITS_SUFFIXES",
+    "FileEntry",
+    "ReleaseIndex",
+    "Partition",
+    "radec_to_healpix",
+    "pixel_of_targets",
+    "discover",
+    "partition",
+    "plan_to_dict",
+    "format_plan",
+]
+
+#: HEALPix resolution and ordering used everywhere (the DESI healpix coadds' own).
+HEALPIX_NSIDE = 64
+HEALPIX_NEST = True
+#: Default target number of spectra per partition.
+DEFAULT_PARTITION_SPECTRA = 20000
+#: File names considered when walking a folder (files named explicitly are always tried).
+FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fts")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One usable input file.
+
+    Attributes
+    ----------
+    path : str
+        Absolute path.
+    kind : str
+        ``"desi"`` or ``"lamost"``.
+    survey, program : str
+        DESI survey and program (``"unknown"`` when the file does not say); LAMOST: ``"lamost"``
+        and the data release.
+    healpix : int
+        Nside 64 NESTED pixel: ``HPXPIXEL`` of a healpix coadd; for a tile-based coadd the pixel of
+        its targets' mean direction; for LAMOST the pixel of the header RA/DEC; -1 when unknown.
+    nspec : int
+        Number of spectra (FIBERMAP rows, every fibre included; 1 for LAMOST).
+    nbytes : int
+        Size on disk.
+    layout : str
+        DESI ``"healpix"`` or ``"tile"``; LAMOST ``"dr1"``, ``"dr7"`` or ``"dr10"``.
+    """
+
+    path: str
+    kind: str
+    survey: str
+    program: str
+    healpix: int
+    nspec: int
+    nbytes: int
+    layout: str
+
+
+@dataclass
+class ReleaseIndex:
+    """What :func:`discover` found.
+
+    Attributes
+    ----------
+    entries : list of FileEntry
+        Usable files sorted by (healpix, path).
+    skipped : list of (str, str)
+        (path, reason) of every file that could not be used, in discovery order.
+    companions : int
+        DESI companion files (redrock, ...) ignored because they are read with their coadd.
+    notes : list of str
+        Decisions worth telling the user (e.g. a ``tiles/`` tree left out beside ``healpix/``).
+    """
+
+    entries: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    companions: int = 0
+    notes: list = field(default_factory=list)
+
+    @property
+    def nspec(self) -> int:
+        return sum(e.nspec for e in self.entries)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(e.nbytes for e in self.entries)
+
+    @property
+    def pixels(self) -> list[int]:
+        return sorted({e.healpix for e in self.entries})
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A group of whole HEALPix pixels: the unit of work of the pipeline.
+
+    Attributes
+    ----------
+    index : int
+        Position in the plan, from 0.
+    pixels : tuple of int
+        The pixels, ascending (NESTED order keeps them close on the sky).
+    files : tuple of FileEntry
+    nspec : int
+        Spectra in all the files.
+    """
+
+    index: int
+    pixels: tuple
+    files: tuple
+    nspec: int
+
+    @property
+    def nbytes(self) -> int:
+        return sum(e.nbytes for e in self.files)
+
+
+# ---------------------------------------------------------------------------------------------
+# HEALPix
+# ---------------------------------------------------------------------------------------------
+def radec_to_healpix(*, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Nside 64 NESTED pixel of each (ra, dec) in degrees; -1 where they are not valid.
+
+    Unassigned DESI fibres may carry NaN coordinates, and |dec| > 90 is nonsense: neither may
+    raise inside healpy, so they get -1.
+    """
+    ra = np.asarray(ra, dtype=np.float64)
+    dec = np.asarray(dec, dtype=np.float64)
+    good = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
+    out = np.full(ra.shape, -1, dtype=np.int32)
+    if good.any():
+        out[good] = healpy.ang2pix(HEALPIX_NSIDE, np.mod(ra[good], 360.0), dec[good],
+                                   nest=HEALPIX_NEST, lonlat=True)
+    return out
+
+
+def pixel_of_targets(*, ra: np.ndarray, dec: np.ndarray) -> int:
+    """The pixel of the mean direction of a set of targets (-1 when none is valid).
+
+    The mean of unit vectors, not of RA, so a field across RA = 0/360 gets the right pixel.
+    """
+    ra = np.asarray(ra, dtype=np.float64)
+    dec = np.asarray(dec, dtype=np.float64)
+    good = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
+    if not good.any():
+        return -1
+    vec = healpy.ang2vec(np.mod(ra[good], 360.0), dec[good], lonlat=True).mean(axis=0)
+    if not np.any(vec):
+        return -1
+    return int(healpy.vec2pix(HEALPIX_NSIDE, *vec, nest=HEALPIX_NEST))
+
+
+# ---------------------------------------------------------------------------------------------
+# discovery
+# ---------------------------------------------------------------------------------------------
+def _is_fits_name(name: str) -> bool:
+    return name.lower().endswith(FITS_SUFFIXES) and not name.startswith(".")
+
+
+def _walk(root: str, notes: list[str]) -> list[str]:
+    """FITS files under ``root``, sorted, hidden folders left out.
+
+    A DESI production folder holds both ``healpix/`` and ``tiles/`` coadds of the same spectra;
+    reading both would count every spectrum twice, so only ``healpix/`` is walked there.
+    """
+    top = root
+    if os.path.isdir(os.path.join(root, "healpix")) and os.path.isdir(os.path.join(root, "tiles")):
+        top = os.path.join(root, "healpix")
+        notes.append(f"{root}: walked healpix/ only; tiles/ holds the same spectra "
+                     f"(give the tiles folder itself to use tile-based coadds)")
+    found = []
+    for folder, dirs, files in os.walk(top):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(folder, f) for f in sorted(files) if _is_fits_name(f)]
+    return found
+
+
+def _scan(path: str):
+    """("entry", FileEntry) | ("companion", None) | ("skip", reason) for one file."""
+    from catalog_tool.io import desi, lamost  # both import FileEntry from here
+    from catalog_tool.io.fitsutil import open_fits
+
+    try:
+        with open_fits(path) as fits:
+            kind = desi.classify(fits)
+        if kind == "coadd":
+            return "entry", desi.scan_coadd(path)
+        if kind == "companion":
+            return "companion", None
+        if kind == "spectra":
+            return "skip", ("uncoadded DESI spectra file (one FIBERMAP row per exposure); "
+                            "stxcat reads the coadd files")
+        return "entry", lamost.scan_lamost(path)
+    except InputFileError as exc:
+        return "skip", exc.problem
+    except OSError as exc:  # e.g. the file vanished or became unreadable between walk and scan
+        return "skip", f"cannot be read ({exc.strerror or exc})"
+
+
+def discover(inputs: Iterable[str | os.PathLike]) -> ReleaseIndex:
+    """Index the spectra files in ``inputs`` from their headers.
+
+    Parameters
+    ----------
+    inputs : iterable of str or path-like
+        DESI release trees or any folders (walked recursively for ``*.fits``, ``*.fits.gz``,
+        ...), and single files (tried whatever their name). A path given twice, or reached twice
+        (e.g. through a folder and by name), is indexed once.
+
+    Returns
+    -------
+    ReleaseIndex
+        Entries sorted by (healpix, path); unusable files in ``skipped`` with the reason, missing
+        inputs included.
+    """
+    index = ReleaseIndex()
+    candidates: list[str] = []
+    for raw in inputs:
+        path = os.path.abspath(os.fspath(raw))
+        if os.path.isdir(path):
+            try:
+                candidates += _walk(path, index.notes)
+            except OSError as exc:
+                index.skipped.append((path, f"folder cannot be read ({exc.strerror or exc})"))
+        elif os.path.lexists(path):
+            candidates.append(path)
+        else:
+            index.skipped.append((path, "no such file or directory"))
+
+    seen: set[str] = set()
+    for path in candidates:
+        key = os.path.realpath(path)
+        if key in seen:
+            continue
+        seen.add(key)
+        what, value = _scan(path)
+        if what == "entry":
+            index.entries.append(value)
+        elif what == "companion":
+            index.companions += 1
+        else:
+            index.skipped.append((path, value))
+    index.entries.sort(key=lambda e: (e.healpix, e.path))
+    return index
+
+
+# ---------------------------------------------------------------------------------------------
+# partitions
+# ---------------------------------------------------------------------------------------------
+def partition(entries: Sequence[FileEntry], *, target_spectra: int) -> list[Partition]:
+    """Group consecutive pixels into partitions of about ``target_spectra`` spectra.
+
+    Pixels are taken in ascending NESTED order (neighbours on the sky stay together). A pixel is
+    never split. The next pixel joins the current partition unless that would overshoot the target
+    by more than stopping now falls short of it, so partitions come out as close to the target as
+    whole pixels allow; a pixel (or a single file) larger than the target is a partition alone.
+
+    Parameters
+    ----------
+    entries : sequence of FileEntry
+        Usually ``discover(...).entries``; sorted here by (healpix, path) in any case.
+    target_spectra : int
+        Wanted spectra per partition, >= 1.
+
+    Raises
+    ------
+    ConfigError
+        ``target_spectra`` < 1.
+    """
+    if int(target_spectra) < 1:
+        raise ConfigError(f"partition size must be at least 1 spectrum, not {target_spectra}")
+    ordered = sorted(entries, key=lambda e: (e.healpix, e.path))
+    parts: list[Partition] = []
+    pixels: list[int] = []
+    files: list[FileEntry] = []
+    count = 0
+
+    def flush():
+        nonlocal pixels, files, count
+        if files:
+            parts.append(Partition(len(parts), tuple(pixels), tuple(files), count))
+        pixels, files, count = [], [], 0
+
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j < len(ordered) and ordered[j].healpix == ordered[i].healpix:
+            j += 1
+        group = ordered[i:j]
+        n = sum(e.nspec for e in group)
+        if files and (count + n - target_spectra) > (target_spectra - count):
+            flush()
+        pixels.append(int(ordered[i].healpix))
+        files += group
+        count += n
+        i = j
+    flush()
+    return parts
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------------------------
+def _by_survey(entries) -> list[dict]:
+    groups: dict[tuple, list] = {}
+    for e in entries:
+        groups.setdefault((e.kind, e.survey, e.program), []).append(e)
+    return [{"kind": k, "survey": s, "program": p, "files": len(es),
+             "nspec": sum(e.nspec for e in es), "nbytes": sum(e.nbytes for e in es)}
+            for (k, s, p), es in sorted(groups.items())]
+
+
+def plan_to_dict(index: ReleaseIndex, parts: Sequence[Partition]) -> dict:
+    """The plan as JSON-able data: totals, partitions with their files, skipped files."""
+    return {
+        "healpix": {"nside": HEALPIX_NSIDE, "order": "nested" if HEALPIX_NEST else "ring"},
+        "totals": {
+            "files": len(index.entries),
+            "spectra": index.nspec,
+            "pixels": len(index.pixels),
+            "bytes": index.nbytes,
+            "partitions": len(parts),
+            "skipped": len(index.skipped),
+            "companions": index.companions,
+        },
+        "by_survey": _by_survey(index.entries),
+        "partitions": [
+            {"index": p.index, "pixels": list(p.pixels), "nspec": p.nspec, "nbytes": p.nbytes,
+             "files": [asdict(e) for e in p.files]}
+            for p in parts
+        ],
+        "skipped": [{"path": os.fspath(path), "reason": reason} for path, reason in index.skipped],
+        "notes": list(index.notes),
+    }
+
+
+def _size(nbytes: int) -> str:
+    if nbytes < 1024:
+        return f"{nbytes} B"
+    exp = min(int(math.log(nbytes, 1024)), 5)
+    return f"{nbytes / 1024 ** exp:.1f} {'BKMGTP'[exp]}iB"
+
+
+def _pixels_label(pixels: Sequence[int]) -> str:
+    if len(pixels) == 1:
+        return str(pixels[0])
+    return f"{pixels[0]}-{pixels[-1]}"
+
+
+def format_plan(index: ReleaseIndex, parts: Sequence[Partition]) -> str:
+    """The plan as a table a person can read: partitions, totals, surveys, skipped files."""
+    lines = []
+    header = f"{'part':>5}  {'pixels':<13} {'npix':>5} {'files':>6} {'spectra':>9} {'size':>10}"
+    lines.append(header)
+    lines.append("-" * len(header))
+    for p in parts:
+        lines.append(f"{p.index:>5}  {_pixels_label(p.pixels):<13} {len(p.pixels):>5} "
+                     f"{len(p.files):>6} {p.nspec:>9} {_size(p.nbytes):>10}")
+    lines.append("-" * len(header))
+    lines.append(f"{'total':>5}  {'':<13} {len(index.pixels):>5} {len(index.entries):>6} "
+                 f"{index.nspec:>9} {_size(index.nbytes):>10}")
+    lines.append("")
+    lines.append(f"{len(index.entries)} files, {index.nspec} spectra, {len(index.pixels)} HEALPix "
+                 f"pixels (nside {HEALPIX_NSIDE}, nested), {_size(index.nbytes)}, "
+                 f"{len(parts)} partitions")
+    for g in _by_survey(index.entries):
+        lines.append(f"  {g['kind']:<7} {g['survey']}/{g['program']}: {g['files']} files, "
+                     f"{g['nspec']} spectra")
+    if index.companions:
+        lines.append(f"{index.companions} companion files (redrock, ...) read with their coadds")
+    for note in index.notes:
+        lines.append(f"note: {note}")
+    if index.skipped:
+        lines.append(f"skipped {len(index.skipped)} files:")
+        for path, reason in index.skipped:
+            lines.append(f"  {path}: {reason}")
+    return "\n".join(lines)
