@@ -1,0 +1,154 @@
+"""Run state in the work directory: the plan, one part file and one done marker per partition.
+
+Layout of ``work_dir``::
+
+    plan.json                 the plan (partitions and their files), the model and settings
+    parts/part-00012.fits     one VAC-format part file per finished partition
+    parts/part-00012.done     its done marker (JSON: rows, errors, sha256 of the part file)
+    stxcat.log                the run log
+
+A partition counts as done only when its marker exists and the part file it names has the recorded
+checksum; a crash between writing the part and the marker leaves the partition to be redone.
+Everything is written to a temporary name and renamed, so a killed run never leaves a half file
+under a final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+from catalog_tool.errors import RunStateError
+
+__all__ = ["WorkDir", "atomic_write_text", "sha256_file"]
+
+PLAN_VERSION = 1
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class WorkDir:
+    """The work directory of one annotate run."""
+
+    def __init__(self, path: str):
+        self.path = os.fspath(path)
+        self.parts = os.path.join(self.path, "parts")
+        self.plan_path = os.path.join(self.path, "plan.json")
+        self.log_path = os.path.join(self.path, "stxcat.log")
+
+    # -- setting up ---------------------------------------------------------------------------
+    def is_empty(self) -> bool:
+        return not os.path.exists(self.path) or not os.listdir(self.path)
+
+    def prepare(self, plan: dict, *, resume: bool, overwrite: bool) -> set[int]:
+        """Create or check the directory for ``plan``; return the indices of partitions done.
+
+        Raises
+        ------
+        RunStateError
+            The directory holds another run and neither resume nor overwrite was asked, or
+            resume was asked and the plan or model changed.
+        """
+        if overwrite and os.path.exists(self.path):
+            if not os.path.exists(self.plan_path) and not self.is_empty():
+                raise RunStateError(
+                    f"work dir {self.path} is not empty and holds no stxcat plan; refusing to delete it")
+            shutil.rmtree(self.path)
+        if not self.is_empty():
+            if not resume:
+                raise RunStateError(
+                    f"work dir {self.path} is not empty: pass --resume to continue that run "
+                    f"or --overwrite to start over")
+            old = self._read_plan()
+            self._check_same(old, plan)
+            return self.done_partitions()
+        if resume and not os.path.exists(self.plan_path):
+            pass  # nothing to resume: start fresh (the log says so)
+        os.makedirs(self.parts, exist_ok=True)
+        atomic_write_text(self.plan_path, json.dumps({"version": PLAN_VERSION, **plan}, indent=1))
+        return set()
+
+    def _read_plan(self) -> dict:
+        try:
+            with open(self.plan_path) as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            raise RunStateError(f"work dir {self.path} holds no plan.json; use --overwrite to start over") from None
+        except json.JSONDecodeError as exc:
+            raise RunStateError(f"{self.plan_path} is corrupt ({exc}); use --overwrite to start over") from None
+
+    @staticmethod
+    def _check_same(old: dict, new: dict) -> None:
+        if old.get("version") != PLAN_VERSION:
+            raise RunStateError("the work dir was made by another stxcat plan version; use --overwrite")
+        if old.get("model", {}).get("sha256") != new.get("model", {}).get("sha256"):
+            raise RunStateError(
+                f"cannot resume: the model changed (work dir: {old.get('model', {}).get('name')} "
+                f"{str(old.get('model', {}).get('sha256'))[:12]}, now: {new['model'].get('name')} "
+                f"{str(new['model'].get('sha256'))[:12]}); use --overwrite to start over")
+        if old.get("fingerprint") != new.get("fingerprint"):
+            raise RunStateError(
+                "cannot resume: the input files or partitioning changed since the run started; "
+                "use --overwrite to start over")
+        if old.get("settings") != new.get("settings"):
+            changed = sorted(k for k in set(old.get("settings", {})) | set(new.get("settings", {}))
+                             if old.get("settings", {}).get(k) != new.get("settings", {}).get(k))
+            raise RunStateError(f"cannot resume: settings changed ({', '.join(changed)}); use --overwrite")
+
+    # -- partitions ---------------------------------------------------------------------------
+    def part_path(self, index: int) -> str:
+        return os.path.join(self.parts, f"part-{index:05d}.fits")
+
+    def marker_path(self, index: int) -> str:
+        return os.path.join(self.parts, f"part-{index:05d}.done")
+
+    def mark_done(self, index: int, info: dict) -> None:
+        """Write the done marker of partition ``index`` (after its part file is in place)."""
+        info = dict(info, sha256=sha256_file(self.part_path(index)))
+        atomic_write_text(self.marker_path(index), json.dumps(info))
+
+    def read_marker(self, index: int) -> dict:
+        with open(self.marker_path(index)) as fh:
+            return json.load(fh)
+
+    def done_partitions(self) -> set[int]:
+        """Indices whose marker exists and whose part file matches the marker's checksum."""
+        done = set()
+        if not os.path.isdir(self.parts):
+            return done
+        for name in os.listdir(self.parts):
+            if not (name.startswith("part-") and name.endswith(".done")):
+                continue
+            index = int(name[5:10])
+            try:
+                info = self.read_marker(index)
+                if os.path.exists(self.part_path(index)) and sha256_file(self.part_path(index)) == info["sha256"]:
+                    done.add(index)
+            except (OSError, ValueError, KeyError):
+                continue  # a damaged marker: redo the partition
+        return done
