@@ -141,11 +141,16 @@ def open_fits(path: str | os.PathLike, *, check_complete: bool = True) -> Iterat
         fits = fitsio.FITS(path, "r")
     except OSError as exc:
         raise read_error(path, exc, "the file") from None
+    except UnicodeDecodeError:
+        # fitsio decodes CFITSIO's error text, which quotes the damaged header bytes
+        raise NotFitsError(path, "damaged header (non-ASCII bytes where FITS allows only ASCII)") from None
     try:
         try:
             nhdu = len(fits)  # forces CFITSIO to walk every header
         except OSError as exc:
             raise read_error(path, exc, "the HDU headers") from None
+        except UnicodeDecodeError:
+            raise NotFitsError(path, "damaged header (non-ASCII bytes where FITS allows only ASCII)") from None
         if nhdu == 0:
             raise NotFitsError(path, "no HDU could be read")
         if check_complete and not gz:
