@@ -24,7 +24,6 @@ or gzip-compressed (fitsio decompresses in memory).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
@@ -32,7 +31,6 @@ import zlib
 from collections.abc import Iterable
 
 import fitsio
-import healpy
 import numpy as np
 
 from catalog_tool.batch import Arm, SpectraBatch
@@ -40,15 +38,14 @@ from catalog_tool.errors import (
     EmptyFileError,
     InputFileError,
     MissingHDUError,
-    NotFitsError,
     UnknownLayoutError,
 )
 from catalog_tool.io.fitsutil import open_fits, read_error
+from catalog_tool.io.release import FileEntry, radec_to_healpix
 
 __all__ = [
     "LAYOUTS",
     "ARM",
-    "HEALPIX_NSIDE",
     "BAD_MASK_VALUE_BIT",
     "SYNTHETIC_ID_BIT",
     "LAMOST_META",
@@ -61,7 +58,6 @@ __all__ = [
 
 LAYOUTS = ("dr1", "dr7", "dr10")
 ARM = "LRS"
-HEALPIX_NSIDE = 64
 
 #: Mask bit set where the file's mask value is not a non-negative integer (NaN, negative,
 #: fractional): the pixel is then treated as bad. LAMOST's own mask bits stop well below bit 30;
@@ -99,17 +95,6 @@ _SNR_BANDS = "UGRIZ"
 # ----------------------------------------------------------------------------------------------
 # Layout detection
 # ----------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _open(path: str):
-    """:func:`open_fits`, plus the one failure it lets through: fitsio raises UnicodeDecodeError
-    (not OSError) when CFITSIO's message quotes a header with non-ASCII garbage bytes."""
-    try:
-        with open_fits(path) as fits:
-            yield fits
-    except UnicodeDecodeError:
-        raise NotFitsError(path, "damaged header (non-ASCII bytes where FITS allows only ASCII)") from None
-
 
 def _structure(fits: fitsio.FITS, path: str) -> str:
     """``"image"`` (dr1/dr7, decided later from row 3) or ``"dr10"``; typed error otherwise."""
@@ -197,7 +182,7 @@ def detect_layout(source: str | os.PathLike | fitsio.FITS) -> str:
         # fitsio keeps the name it was opened with; errors must name the file.
         return _detect_open(source, getattr(source, "_filename", "<open FITS file>"))
     path = os.fspath(source)
-    with _open(path) as fits:
+    with open_fits(path) as fits:
         return _detect_open(fits, path)
 
 
@@ -287,12 +272,6 @@ def _fiber_kind(header) -> str:
     return "target"
 
 
-def _healpix(ra: float, dec: float) -> int:
-    if not (math.isfinite(ra) and math.isfinite(dec) and 0 <= ra <= 360 and -90 <= dec <= 90):
-        return -1
-    return int(healpy.ang2pix(HEALPIX_NSIDE, ra, dec, nest=True, lonlat=True))
-
-
 def _header_meta(path: str, header, layout: str, notes: list[str]) -> dict:
     """One row of :data:`LAMOST_META` from the primary header; problems go to ``notes``."""
     missing = []
@@ -315,7 +294,7 @@ def _header_meta(path: str, header, layout: str, notes: list[str]) -> dict:
     ra, dec = num("RA"), num("DEC")
     row = {
         "SURVEY": "lamost", "PROGRAM": _release(header, notes), "TARGET_RA": ra,
-        "TARGET_DEC": dec, "HEALPIX": _healpix(ra, dec), "FIBER_KIND": _fiber_kind(header),
+        "TARGET_DEC": dec, "HEALPIX": int(radec_to_healpix(ra=np.array([ra]), dec=np.array([dec]))[0]), "FIBER_KIND": _fiber_kind(header),
         "SOURCE": path, "ROW": 0, "DESIG": text("DESIG"), "CLASS": text("CLASS"),
         "SUBCLASS": text("SUBCLASS"), "Z": num("Z"), "Z_ERR": num("Z_ERR"), "MJD": num("MJD"),
         "PLANID": _str(header, "PLANID"), "OBJTYPE": _str(header, "OBJTYPE"), "LAYOUT": layout,
@@ -373,7 +352,7 @@ def _read_one(path: str | os.PathLike) -> tuple[SpectraBatch, list[str]]:
     """One file as a one-row batch, plus the non-fatal notes (without the path)."""
     path = os.fspath(path)
     notes: list[str] = []
-    with _open(path) as fits:
+    with open_fits(path) as fits:
         kind = _structure(fits, path)
         what = "the primary image" if kind == "image" else f"HDU {_COADD!r}"
         try:
@@ -484,7 +463,7 @@ def read_lamost_files(paths: Iterable[str | os.PathLike]
     return SpectraBatch(arms=out.arms, meta=out.meta, problems=problems), failures
 
 
-def scan_lamost(path: str | os.PathLike):
+def scan_lamost(path: str | os.PathLike) -> FileEntry:
     """Index entry of one LAMOST file from its headers (plus one image row for dr1/dr7).
 
     Parameters
@@ -493,8 +472,8 @@ def scan_lamost(path: str | os.PathLike):
 
     Returns
     -------
-    catalog_tool.io.release.FileEntry
-        ``kind="lamost"``, ``survey="lamost"``, ``program`` the data release (``dr7``; ``""`` when
+    FileEntry
+        ``path`` made absolute, ``kind="lamost"``, ``survey="lamost"``, ``program`` the data release (``dr7``; ``""`` when
         unknown), ``healpix`` (nside 64, NESTED, from header RA/DEC; -1 without them),
         ``nspec=1``, ``nbytes`` the size on disk, ``layout`` from :func:`detect_layout`.
 
@@ -502,10 +481,8 @@ def scan_lamost(path: str | os.PathLike):
     ------
     The errors of :func:`read_lamost` that can be found without reading the spectrum.
     """
-    from catalog_tool.io.release import FileEntry  # release.py imports this module
-
-    path = os.fspath(path)
-    with _open(path) as fits:
+    path = os.path.abspath(os.fspath(path))
+    with open_fits(path) as fits:
         layout = _detect_open(fits, path)
         try:
             header = fits[0].read_header()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import shutil
 
 import healpy
@@ -27,8 +28,10 @@ from catalog_tool.io.lamost import (
     detect_layout,
     read_lamost,
     read_lamost_files,
+    scan_lamost,
     synthetic_obsid,
 )
+from catalog_tool.io.release import FileEntry, discover
 
 # The layout each real file is known to have (the reader must find it from the structure).
 EXPECTED = {
@@ -381,3 +384,49 @@ def test_sky_fibre_and_release_keyword(realdata, tmp_path):
     out = _edited_image(realdata, tmp_path, set_={"FIBERTYP": "Sky", "DATA_V": "LAMOST LRS DR9 v2.0"})
     meta = read_lamost(out).meta
     assert meta["FIBER_KIND"][0] == "sky" and meta["PROGRAM"][0] == "dr9"
+
+
+# ---------------------------------------------------------------------------------------------
+# scan (headers only) and discovery
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", FILES)
+def test_scan_matches_read(realdata, name):
+    path = realdata / "lamost" / name
+    entry = scan_lamost(path)
+    meta = read_lamost(path).meta
+    assert isinstance(entry, FileEntry)
+    assert (entry.kind, entry.survey, entry.nspec, entry.layout) == ("lamost", "lamost", 1, EXPECTED[name])
+    assert entry.program == meta["PROGRAM"][0] == ("dr1" if name.startswith("dr1-") else name.split("-")[0])
+    assert entry.healpix == meta["HEALPIX"][0] >= 0
+    assert entry.nbytes == path.stat().st_size and entry.path == str(path.resolve())
+
+
+def test_scan_reports_the_same_errors(realdata, tmp_path):
+    with pytest.raises(UnknownLayoutError):
+        scan_lamost(_edited_image(realdata, tmp_path, data=lambda d: d[:4]))
+    with pytest.raises(InputFileError, match="cannot be identified"):
+        scan_lamost(_edited_image(realdata, tmp_path, drop=("OBSID", "LMJD")))
+
+
+def test_discover_indexes_every_lamost_file(realdata, tmp_path):
+    tree = tmp_path / "lamost"
+    tree.mkdir()
+    for name in FILES:
+        shutil.copy(realdata / "lamost" / name, tree / name)
+    (tree / "broken.fits").write_bytes((realdata / "lamost" / DR10).read_bytes()[:20000])
+    index = discover([tree])
+    assert sorted(os.path.basename(e.path) for e in index.entries) == FILES
+    assert {e.layout for e in index.entries} == {"dr1", "dr7", "dr10"}
+    assert [e.healpix for e in index.entries] == sorted(e.healpix for e in index.entries)
+    assert [(os.path.basename(p), "truncated" in r) for p, r in index.skipped] == [("broken.fits", True)]
+
+
+def test_discover_skips_a_damaged_header(realdata, tmp_path, rng):
+    raw = bytearray((realdata / "lamost" / DR7_PLAIN).read_bytes())
+    raw[400:2880 * 3] = rng.integers(0, 256, 2880 * 3 - 400, dtype=np.uint8).tobytes()
+    (tmp_path / "mangled.fits").write_bytes(bytes(raw))
+    shutil.copy(realdata / "lamost" / DR10, tmp_path / DR10)
+    index = discover([tmp_path])
+    assert [os.path.basename(e.path) for e in index.entries] == [DR10]
+    assert [os.path.basename(p) for p, _ in index.skipped] == ["mangled.fits"]
