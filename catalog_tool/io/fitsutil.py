@@ -189,6 +189,8 @@ def read_header(hdu, path: str | os.PathLike) -> fitsio.FITSHDR:
         return hdu.read_header()
     except OSError as exc:
         raise read_error(path, exc, f"the header of HDU {hdu.get_extname() or hdu.get_extnum()}") from None
+    except UnicodeDecodeError:
+        raise NotFitsError(path, "damaged header (non-ASCII bytes where FITS allows only ASCII)") from None
 
 
 def normalise_rows(rows, nrows: int) -> np.ndarray | None:
