@@ -1,0 +1,189 @@
+"""The whole preprocessing chain for one batch: mask, arms, rest frame, LSF, continuum, grid.
+
+:func:`preprocess_batch` is a pure function of a :class:`~catalog_tool.batch.SpectraBatch`, the
+model's :class:`~catalog_tool.preprocess.grid.ModelGrid` and the
+:class:`~catalog_tool.preprocess.settings.PreprocessSettings` stored with the model. It never raises
+for bad spectra: they come out as rows with IVAR 0 and diagnostics saying why.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from catalog_tool.batch import SpectraBatch
+from catalog_tool.preprocess.arms import FWHM_SIGMA, join_arms
+from catalog_tool.preprocess.continuum import CONT_BAD_BITS, CONT_NO_DATA, gaspp_continuum
+from catalog_tool.preprocess.grid import ModelGrid, resample_to_grid
+from catalog_tool.preprocess.lsf import match_resolution
+from catalog_tool.preprocess.masks import interpolate_bad
+from catalog_tool.preprocess.rv import redshifts, rest_wave
+from catalog_tool.preprocess.settings import PreprocessSettings
+
+__all__ = ["Preprocessed", "preprocess_batch", "needed_range", "DIAGNOSTIC_COLUMNS"]
+
+#: Diagnostics per spectrum: name -> (dtype, description). The VAC carries them.
+DIAGNOSTIC_COLUMNS = {
+    "SNR_MEDIAN": (np.float32, "median S/N per native pixel over the good pixels in the model window"),
+    "BAD_FRAC": (np.float32, "fraction of covered model-grid pixels that are masked (IVAR 0)"),
+    "COVERAGE": (np.float32, "fraction of the model grid inside the spectrum's wavelength range"),
+    "COVERED": (bool, "COVERAGE >= settings.min_coverage"),
+    "CONT_STATUS": (np.int16, "continuum status bits (see preprocess.continuum CONT_*)"),
+    "CONT_OK": (bool, "no bad continuum status bit set"),
+    "HOT_STAR": (bool, "blue continuum peaked blueward of 4500 A: Balmer windows bridged"),
+    "RV_APPLIED": (bool, "shifted to the rest frame with a known redshift"),
+    "N_GOOD": (np.int32, "number of model-grid pixels with IVAR > 0"),
+    "PREPROC_OK": (bool, "COVERED, CONT_OK, N_GOOD > 0 and (rest frame asked => RV_APPLIED)"),
+}
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """Model inputs for N spectra.
+
+    Attributes
+    ----------
+    flux : ndarray float32 (N, npix)
+        Continuum-normalised flux on the model grid; 1.0 (never NaN) where ``ivar`` is 0.
+    ivar : ndarray float32 (N, npix)
+        Inverse variance of ``flux``; 0 on masked and uncovered pixels.
+    diagnostics : dict of str to ndarray (N,)
+        See :data:`DIAGNOSTIC_COLUMNS`.
+    continuum : ndarray float32 (N, npix) or None
+        The continuum on the grid (input flux units), when asked for.
+    """
+
+    flux: np.ndarray
+    ivar: np.ndarray
+    diagnostics: dict
+    continuum: np.ndarray | None = None
+
+
+def needed_range(*, grid: ModelGrid, settings: PreprocessSettings) -> tuple[float, float, bool, bool]:
+    """Rest wavelength range the chain needs, and which continuum segments it fits.
+
+    Returns
+    -------
+    lo, hi : float
+        Rest-frame Angstrom (without margins).
+    fit_blue, fit_red : bool
+        Only the segments overlapping the grid are fitted unless ``settings.fit_all_segments``.
+    """
+    g0, g1 = grid.range
+    b0, b1 = settings.blue_segment
+    fit_blue = settings.fit_all_segments or (g0 <= b1 and g1 >= b0)
+    fit_red = settings.fit_all_segments or g1 >= settings.red_start
+    lo, hi = g0, g1
+    if fit_blue:
+        lo, hi = min(lo, b0), max(hi, b1)
+    if fit_red:
+        hi = np.inf
+    return lo, hi, fit_blue, fit_red
+
+
+def _margin(settings: PreprocessSettings, hi: float) -> float:
+    """Angstrom kept beyond the needed range, so filters and kernels see real data at its edges."""
+    m = 30.0
+    if settings.lsf_match_R:
+        m += 5.0 * min(hi, 11000.0) / (FWHM_SIGMA * settings.lsf_match_R)
+    return m
+
+
+def _median_snr(flux, ivar, bad, inwin):
+    """Median of flux * sqrt(ivar) over good pixels inside the window, 0 when there are none."""
+    use = inwin & ~bad
+    snr = np.where(use, flux * np.sqrt(np.where(use, ivar, 0.0)), np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: "All-NaN slice"
+        med = np.nanmedian(snr, axis=1) if snr.shape[1] else np.full(snr.shape[0], np.nan)
+    return np.where(np.isfinite(med), med, 0.0)
+
+
+def preprocess_batch(batch: SpectraBatch, *, grid: ModelGrid, settings: PreprocessSettings,
+                     keep_continuum: bool = False) -> Preprocessed:
+    """Turn a batch of spectra into continuum-normalised model inputs on the model grid.
+
+    Steps: masks -> arms joined over the needed range -> [resolution match] -> bad pixels
+    interpolated -> [rest frame] -> GASPP continuum on the native pixels -> normalised flux and
+    IVAR resampled onto ``grid``.
+
+    Parameters
+    ----------
+    batch : SpectraBatch
+        DESI (arms B, R, Z) or LAMOST (arm LRS) spectra.
+    grid : ModelGrid
+        The model's input grid (from the model bundle).
+    settings : PreprocessSettings
+        The model's preprocessing settings (from the model bundle).
+    keep_continuum : bool
+        Also return the continuum on the grid (QA).
+
+    Returns
+    -------
+    Preprocessed
+    """
+    n = len(batch)
+    lo, hi, fit_blue, fit_red = needed_range(grid=grid, settings=settings)
+    if settings.rest_frame:
+        z, known = redshifts(batch.meta, n)
+    else:
+        z, known = np.zeros(n), np.zeros(n, bool)
+    margin = _margin(settings, hi)
+    zlo, zhi = (float(z.min()), float(z.max())) if n else (0.0, 0.0)
+    joined = join_arms(batch, lo=lo * (1 + zlo) - margin, hi=hi * (1 + zhi) + margin,
+                       settings=settings, want_sigma=settings.lsf_match_R is not None)
+    wave, flux, ivar, bad = joined.wave, joined.flux, joined.ivar, joined.bad
+    if settings.lsf_match_R is not None and flux.shape[1]:
+        flux, ivar = match_resolution(wave=wave, flux=flux, ivar=ivar, bad=bad,
+                                      sigma_in=joined.sigma, target_R=settings.lsf_match_R)
+    clean = interpolate_bad(wave=wave, flux=flux, bad=bad)
+    wr = rest_wave(wave=wave, z=z)
+
+    g0, g1 = grid.range
+    wr2 = np.broadcast_to(wr, clean.shape)
+    with np.errstate(invalid="ignore"):
+        inwin = (wr2 >= g0) & (wr2 <= g1)
+    snr = _median_snr(clean, ivar, bad, inwin)
+
+    res_c = gaspp_continuum(wave=wave, wave_rest=wr, flux=clean, snr=snr, settings=settings,
+                            fit_blue=fit_blue, fit_red=fit_red, window=(g0, g1))
+    cont = res_c.continuum
+    status = res_c.status
+    status[~(inwin & ~bad).any(axis=1)] |= CONT_NO_DATA
+    norm = clean / cont
+    norm_ivar = np.where(bad, 0.0, ivar * cont * cont)
+
+    target = grid.wave if not np.any(z) else grid.wave[None, :] * (1.0 + z)[:, None]
+    if wave.shape[-1] == 0:  # no arm reaches the grid: nothing covered
+        out = resample_to_grid(wave=np.full(2, np.nan), flux=np.zeros((n, 2)),
+                               ivar=np.zeros((n, 2)), target=target)
+    else:
+        out = resample_to_grid(wave=wave, flux=norm, ivar=norm_ivar, target=target)
+    covered = out.covered
+    coverage = covered.mean(axis=1).astype(np.float32)
+    ncov = covered.sum(axis=1)
+    n_good = (out.ivar > 0).sum(axis=1).astype(np.int32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bad_frac = np.where(ncov > 0, 1.0 - n_good / np.maximum(ncov, 1), 1.0).astype(np.float32)
+    cont_ok = (status & CONT_BAD_BITS) == 0
+    is_covered = coverage >= settings.min_coverage - 1e-9
+    rv_ok = known if settings.rest_frame else np.ones(n, bool)
+    diagnostics = {
+        "SNR_MEDIAN": snr.astype(np.float32),
+        "BAD_FRAC": bad_frac,
+        "COVERAGE": coverage,
+        "COVERED": is_covered,
+        "CONT_STATUS": status.astype(np.int16),
+        "CONT_OK": cont_ok,
+        "HOT_STAR": res_c.hot,
+        "RV_APPLIED": known & bool(settings.rest_frame),
+        "N_GOOD": n_good,
+        "PREPROC_OK": is_covered & cont_ok & (n_good > 0) & rv_ok,
+    }
+    cont_grid = None
+    if keep_continuum and wave.shape[-1]:
+        cont_grid = resample_to_grid(wave=wave, flux=cont, ivar=np.ones_like(cont),
+                                     target=target).flux
+    return Preprocessed(flux=out.flux, ivar=out.ivar, diagnostics=diagnostics, continuum=cont_grid)
