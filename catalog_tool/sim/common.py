@@ -1,0 +1,189 @@
+"""Pieces shared by the DESI and LAMOST simulators: argument checks, output folders, atomic FITS
+writing, star labels (drawn or given), radial velocities, S/N draws and the truth table."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import fitsio
+import numpy as np
+
+from catalog_tool.errors import ConfigError
+
+__all__ = ["LABELS", "SimResult", "check_snr_range", "prepare_output", "atomic_fits",
+           "as_label_table", "draw_labels", "draw_rv", "draw_snr", "load_model", "write_truth",
+           "TRUTH_KINDS"]
+
+#: Stellar labels every star carries (truth-table columns; NaN for non-stars).
+LABELS = ("TEFF", "LOGG", "FEH", "ALPHAFE")
+#: Values of the truth table's KIND column.
+TRUTH_KINDS = ("star", "galaxy", "qso", "sky", "unassigned")
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """What a simulation wrote.
+
+    Attributes
+    ----------
+    out : str
+        The output folder.
+    files : list of str
+        Spectrum files written (paths relative to ``out``), in write order.
+    truth : str
+        Path of the truth table.
+    nspec : int
+        Number of spectra (rows) written, all kinds.
+    nstars : int
+        Number of stars among them.
+    """
+
+    out: str
+    files: list
+    truth: str
+    nspec: int
+    nstars: int
+
+
+def check_snr_range(snr_range) -> list[str]:
+    """Problems with an S/N range ``(lo, hi)`` (empty list when fine)."""
+    lo, hi = snr_range
+    problems = []
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= 0 or hi <= 0:
+        problems.append(f"S/N range must be positive, got {lo:g}..{hi:g}")
+    elif lo > hi:
+        problems.append(f"S/N minimum {lo:g} exceeds maximum {hi:g}")
+    return problems
+
+
+def prepare_output(out: str | os.PathLike, *, overwrite: bool, owned: list[str]) -> str:
+    """Create ``out``, or refuse a non-empty one unless ``overwrite``.
+
+    With ``overwrite`` only the ``owned`` entries (paths relative to ``out`` that this simulator
+    writes: its file tree, truth and catalogue) are removed first, so stale spectra from an earlier,
+    larger run cannot linger beside a new truth table; nothing else in ``out`` is touched.
+    """
+    out = os.fspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"output {out} exists and is not a directory")
+    if os.path.isdir(out) and os.listdir(out):
+        if not overwrite:
+            raise ConfigError(f"output directory {out} is not empty (use --overwrite to replace a simulation)")
+        for rel in owned:
+            p = os.path.join(out, rel)
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            elif os.path.lexists(p):
+                os.remove(p)
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+@contextlib.contextmanager
+def atomic_fits(path: str, *, compress: bool = False) -> Iterator[fitsio.FITS]:
+    """Write a FITS file under a temporary name and rename it into place when complete.
+
+    With ``compress`` the finished file is gzip-compressed (``path`` should end in ``.gz``). On an
+    exception the temporary file is removed and nothing appears at ``path``.
+    """
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, "." + os.path.basename(path).removesuffix(".gz") + ".tmp")
+    try:
+        fits = fitsio.FITS(tmp, "rw", clobber=True)
+        try:
+            yield fits
+        finally:
+            fits.close()
+        if compress:
+            gz = tmp + ".gz"
+            with open(tmp, "rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
+                shutil.copyfileobj(src, dst)
+            os.remove(tmp)
+            tmp = gz
+        os.replace(tmp, path)
+    finally:
+        for p in (tmp, tmp + ".gz"):
+            if os.path.exists(p):
+                os.remove(p)
+
+
+def as_label_table(labels) -> dict:
+    """Normalise a label table to a dict of float64 arrays.
+
+    Parameters
+    ----------
+    labels : mapping, numpy structured array or astropy Table
+        Must have TEFF, LOGG, FEH, ALPHAFE; RV (km/s) and SNR are used when present.
+
+    Raises
+    ------
+    ConfigError
+        Missing columns, unequal lengths, non-finite labels or an empty table.
+    """
+    names = labels.dtype.names if hasattr(labels, "dtype") and labels.dtype.names else list(labels.keys())
+    missing = [c for c in LABELS if c not in names]
+    if missing:
+        raise ConfigError(f"label table lacks columns {missing}")
+    out = {c: np.asarray(labels[c], dtype=np.float64).ravel() for c in LABELS + ("RV", "SNR") if c in names}
+    n = {len(v) for v in out.values()}
+    if len(n) != 1 or 0 in n:
+        raise ConfigError("label table is empty or its columns differ in length")
+    bad = [c for c, v in out.items() if not np.all(np.isfinite(v))]
+    if bad:
+        raise ConfigError(f"label table has non-finite values in {bad}")
+    if "SNR" in out and np.any(out["SNR"] <= 0):
+        raise ConfigError("label table has SNR <= 0")
+    return out
+
+
+def load_model(model=None):
+    """The spectral model to render stars with: ``model`` itself, or the bundled default."""
+    if model is not None:
+        return model
+    from catalog_tool.sim.specmodel import SpectralModel
+
+    return SpectralModel.load_default()
+
+
+def draw_labels(n: int, *, rng: np.random.Generator) -> dict:
+    """``n`` Milky-Way-like star labels from :func:`catalog_tool.sim.population.sample_labels`."""
+    from catalog_tool.sim.population import sample_labels
+
+    lab = sample_labels(n, rng=rng)
+    return {c: np.asarray(lab[c], dtype=np.float64) for c in LABELS}
+
+
+def draw_rv(n: int, *, feh: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Heliocentric radial velocities (km/s): a cold disc and, for metal-poor stars, a hot halo.
+
+    Disc: N(-10, 35); stars with [Fe/H] < -1 are halo with N(0, 150). Clipped to +-600 km/s.
+    """
+    halo = np.asarray(feh) < -1.0
+    rv = np.where(halo, rng.normal(0.0, 150.0, n), rng.normal(-10.0, 35.0, n))
+    return np.clip(rv, -600.0, 600.0)
+
+
+def draw_snr(n: int, *, snr_range, rng: np.random.Generator) -> np.ndarray:
+    """Median S/N per pixel, log-uniform in ``snr_range`` (faint targets dominate, as in surveys)."""
+    lo, hi = snr_range
+    return np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+
+
+def write_truth(path: str, columns: dict, *, header: dict) -> None:
+    """Write the truth table (EXTNAME ``TRUTH``) atomically, with units on the physical columns."""
+    units = {"TEFF": "K", "RV": "km/s",
+             "TARGET_RA": "deg", "TARGET_DEC": "deg", "RA": "deg", "DEC": "deg", "MAG_R": "mag"}
+    names = list(columns)
+    data = np.zeros(len(columns[names[0]]), dtype=[(c, np.asarray(columns[c]).dtype) for c in names])
+    for c in names:
+        data[c] = columns[c]
+    with atomic_fits(path) as f:
+        f.write(data, extname="TRUTH", units=[units.get(c, "") for c in names],
+                header=[{"name": k, "value": v} for k, v in header.items()])
+        f[-1].write_checksum()
