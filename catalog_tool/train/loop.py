@@ -1,0 +1,205 @@
+"""The training loop shared by pre-training and fine-tuning.
+
+AdamW on a masked mean-squared error in scaled label units (labels missing for a star, NaN, do not
+count), mini-batches drawn by a seeded permutation, the best-validation weights kept and restored,
+optional early stopping, one JSON line per epoch in the training log. Inputs are indexed batch by
+batch, so ``x`` may be a read-only ``np.memmap`` of a preprocessed set larger than memory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from catalog_tool.errors import ConfigError
+from catalog_tool.models.adapters import set_batchnorm_eval
+from catalog_tool.models.infer import resolve_device
+
+__all__ = ["TrainConfig", "TrainLog", "split_indices", "train_network", "predict_scaled"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (the paper's defaults).
+
+    Parameters
+    ----------
+    epochs : int
+        Passes over the training set (100).
+    batch_size : int
+        Spectra per step (32).
+    lr, weight_decay : float
+        AdamW learning rate (1e-5) and weight decay (1e-4).
+    val_fraction : float
+        Fraction held out for validation (0.1: the 9:1 split).
+    seed : int
+        Seeds the split; ensemble member m uses ``seed + m`` for its initialisation and batch order.
+    patience : int or None
+        Stop after this many epochs without a better validation loss (None: run all epochs).
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    freeze_bn : bool
+        Keep BatchNorm running statistics fixed while training (fine-tuning option).
+    """
+
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 1e-5
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1
+    seed: int = 0
+    patience: int | None = None
+    device: str = "auto"
+    freeze_bn: bool = False
+
+    def __post_init__(self):
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1 (got {self.epochs})")
+        if self.batch_size < 2:
+            problems.append(f"batch_size must be >= 2 for BatchNorm (got {self.batch_size})")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0 (got {self.lr})")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0 (got {self.weight_decay})")
+        if not 0 < self.val_fraction < 1:
+            problems.append(f"val_fraction must be in (0, 1) (got {self.val_fraction})")
+        if self.patience is not None and self.patience < 1:
+            problems.append(f"patience must be >= 1 or None (got {self.patience})")
+        if problems:
+            raise ConfigError("invalid training settings: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TrainLog:
+    """Collects epoch records; appends each as one JSON line to ``path`` when given."""
+
+    def __init__(self, path=None):
+        self.path = path
+        self.records: list[dict] = []
+
+    def write(self, record: dict) -> None:
+        self.records.append(record)
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+
+def split_indices(n: int, *, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation split (sorted index arrays); at least one row in each part."""
+    if n < 2:
+        raise ConfigError(f"need at least 2 labelled spectra to split into training and validation, got {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = min(max(1, int(round(val_fraction * n))), n - 1)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _batch(a: np.ndarray, idx: np.ndarray, dev: torch.device) -> torch.Tensor:
+    # Sorted fancy indexing reads a memmap sequentially; the copy is one batch.
+    t = torch.from_numpy(np.ascontiguousarray(a[np.sort(idx)], dtype=np.float32))
+    return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
+
+
+def _masked_mse(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    ok = torch.isfinite(y)
+    diff = torch.where(ok, pred - torch.nan_to_num(y), torch.zeros_like(pred))
+    return diff.square().sum() / ok.sum().clamp_min(1)
+
+
+def predict_scaled(module: nn.Module, x: np.ndarray, *, device="cpu", batch_size: int = 4096) -> np.ndarray:
+    """Outputs of ``module`` in evaluation mode (scaled units), shape (N, outputs)."""
+    dev = resolve_device(device)
+    module = module.to(dev).eval()
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(x), batch_size):
+            out.append(module(_batch(x, np.arange(s, min(s + batch_size, len(x))), dev)).cpu())
+    return torch.cat(out).numpy()
+
+
+def train_network(module: nn.Module, *, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
+                  config: TrainConfig, seed: int, log: TrainLog | None = None, tag: dict | None = None) -> dict:
+    """Train the trainable parameters of ``module`` in place; keep the best-validation weights.
+
+    Parameters
+    ----------
+    module : nn.Module
+        Maps (n, npix) to (n, K); only parameters with ``requires_grad`` are optimised.
+    x : ndarray (N, npix)
+        Normalised flux (may be a memmap).
+    y : ndarray (N, K)
+        Scaled labels; NaN = not known for that star (excluded from the loss).
+    train_idx, val_idx : ndarray of int
+        Rows of ``x``/``y`` for training and validation.
+    config : TrainConfig
+    seed : int
+        Seeds the batch order (the caller seeds the initialisation).
+    log : TrainLog, optional
+        Receives one record per epoch: ``tag`` entries plus epoch, train_loss, val_loss, best, seconds.
+
+    Returns
+    -------
+    dict
+        ``best_epoch``, ``best_val_loss``, ``epochs_run``, ``stopped_early``.
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("nothing to train: the network has no trainable parameters")
+    if len(train_idx) < 2 or len(val_idx) < 1:
+        raise ConfigError(f"too few labelled spectra to train ({len(train_idx)} training, {len(val_idx)} validation)")
+    dev = resolve_device(config.device)
+    module.to(dev)
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    order = np.random.default_rng(seed)
+    train_idx, val_idx = np.asarray(train_idx), np.sort(np.asarray(val_idx))
+    y_val = torch.from_numpy(np.asarray(y[val_idx], np.float32))
+    # The starting weights are a candidate too (epoch -1): fine-tuning that only hurts the
+    # validation loss returns the zero-shot network instead of a worse one.
+    best = float(_masked_mse(torch.from_numpy(predict_scaled(module, x[val_idx], device=dev)), y_val))
+    best_epoch, since = -1, 0
+    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    stopped = False
+    epoch = 0
+    for epoch in range(config.epochs):
+        t0 = time.perf_counter()
+        module.train()
+        if config.freeze_bn:
+            set_batchnorm_eval(module)
+        perm = train_idx[order.permutation(len(train_idx))]
+        # A last batch of one row would break BatchNorm in training mode: fold it into the previous.
+        n_full = max(1, len(perm) // config.batch_size)
+        total, count = 0.0, 0
+        for b in range(n_full):
+            idx = perm[b * config.batch_size: (b + 1) * config.batch_size if b < n_full - 1 else len(perm)]
+            idx = np.sort(idx)
+            xb, yb = _batch(x, idx, dev), _batch(y, idx, dev)
+            loss = _masked_mse(module(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        pred = torch.from_numpy(predict_scaled(module, x[val_idx], device=dev))
+        val = float(_masked_mse(pred, y_val))
+        improved = val < best
+        if improved:
+            best, best_epoch, since = val, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            since += 1
+        if log is not None:
+            log.write({**(tag or {}), "epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val,
+                       "best": improved, "seconds": round(time.perf_counter() - t0, 3)})
+        if config.patience is not None and since >= config.patience:
+            stopped = True
+            break
+    module.load_state_dict(best_state)
+    module.eval()
+    return {"best_epoch": best_epoch, "best_val_loss": best, "epochs_run": epoch + 1, "stopped_early": stopped}
