@@ -24,8 +24,8 @@ from catalog_tool.io.fitsutil import (
     normalise_rows,
     open_fits,
     read_columns,
-    read_header,
     read_image_rows,
+    read_keywords,
 )
 from catalog_tool.io.release import FileEntry, pixel_of_targets, radec_to_healpix
 
@@ -64,6 +64,9 @@ REDROCK_COLUMNS = {
 }
 _REDROCK_DTYPES = {"Z": np.float64, "ZERR": np.float64, "ZWARN": np.int64,
                    "SPECTYPE": "U", "SUBTYPE": "U", "DELTACHI2": np.float64}
+
+#: Primary-header keywords used (survey, program, healpix).
+_PRIMARY_KEYS = ("SURVEY", "PROGRAM", "HPXPIXEL", "HPXNSIDE", "HPXNEST")
 
 #: OBJTYPE values of fibres that carry no target (besides a negative TARGETID).
 _NO_TARGET_OBJTYPES = ("NON", "BAD")
@@ -362,7 +365,7 @@ def read_coadd(path: str | os.PathLike, *, arms=ARMS, rows=None, targetids=None,
     problems: list[str] = []
     with open_fits(path) as fits:
         nrows = _check_coadd(fits, path)
-        header = read_header(fits[0], path)
+        header = read_keywords(fits, 0, _PRIMARY_KEYS, path)
         fibermap = fits["FIBERMAP"]
         colnames = fibermap.get_colnames()
         missing = [c for c in FIBERMAP_REQUIRED if c not in colnames]
@@ -436,7 +439,7 @@ def scan_coadd(path: str | os.PathLike) -> FileEntry:
             _check_coadd(fits, path)  # names the missing HDU when there is one
             raise UnknownLayoutError(path, f"not a DESI coadd file (looks like a {kind} file)")
         nrows = _check_coadd(fits, path)
-        header = read_header(fits[0], path)
+        header = read_keywords(fits, 0, _PRIMARY_KEYS, path)
         fibermap = fits["FIBERMAP"]
         colnames = fibermap.get_colnames()
         survey, program = _survey_program(header, colnames, path, fibermap)

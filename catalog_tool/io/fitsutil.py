@@ -36,6 +36,7 @@ __all__ = [
     "read_image_rows",
     "read_columns",
     "read_header",
+    "read_keywords",
     "normalise_rows",
     "BLOCK",
 ]
@@ -191,6 +192,70 @@ def read_header(hdu, path: str | os.PathLike) -> fitsio.FITSHDR:
         raise read_error(path, exc, f"the header of HDU {hdu.get_extname() or hdu.get_extnum()}") from None
     except UnicodeDecodeError:
         raise NotFitsError(path, "damaged header (non-ASCII bytes where FITS allows only ASCII)") from None
+
+
+def _card_value(card: str):
+    """Value of one 80-character ``KEY = value / comment`` card (strings, logicals, numbers)."""
+    text = card[10:].lstrip()
+    if text.startswith("'"):
+        body, i = text[1:], 0
+        while True:  # a quote inside a FITS string is written as two quotes
+            j = body.find("'", i)
+            if j < 0:
+                return body.rstrip()
+            if body[j + 1:j + 2] == "'":
+                i = j + 2
+                continue
+            return body[:j].replace("''", "'").rstrip()
+    value = text.split("/", 1)[0].strip()
+    if value in ("T", "F"):
+        return value == "T"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value or None
+
+
+def read_keywords(fits: fitsio.FITS, ext, keys: Sequence[str], path: str | os.PathLike) -> dict:
+    """The values of ``keys`` in the header of HDU ``ext`` (absent keys are left out).
+
+    fitsio's ``read_header`` parses every card of the header (about 0.5 ms for a DESI primary
+    header with its provenance cards, 5 % of reading the B arm of a 500-row coadd); this reads
+    the header bytes of a plain file once and parses only the cards asked for. Compressed files,
+    whose byte offsets refer to the decompressed stream, go through ``read_header``.
+    """
+    path = os.fspath(path)
+    hdu = fits[ext]
+    wanted = {k.upper() for k in keys}
+    if is_gzip(path):
+        header = read_header(hdu, path)
+        return {k: header[k] for k in wanted if k in header}
+    offsets = hdu.get_offsets()
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offsets["header_start"])
+            raw = fh.read(offsets["data_start"] - offsets["header_start"])
+    except PermissionError:
+        raise FileAccessError(path, "permission denied") from None
+    text = raw.decode("ascii", errors="replace")
+    cards = [text[i:i + 80] for i in range(0, len(text) - 79, 80)]
+    out = {}
+    for i, card in enumerate(cards):
+        key = card[:8].rstrip()
+        if key == "END":
+            break
+        if key in wanted and card[8:10] == "= " and key not in out:
+            value = _card_value(card)
+            # long strings (OGIP convention): 'abc&' followed by CONTINUE  'def' cards
+            j = i + 1
+            while isinstance(value, str) and value.endswith("&") and j < len(cards) \
+                    and cards[j][:8] == "CONTINUE":
+                value = value[:-1] + _card_value("CONTINUE  " + cards[j][8:].lstrip())
+                j += 1
+            out[key] = value
+    return out
 
 
 def normalise_rows(rows, nrows: int) -> np.ndarray | None:
