@@ -175,8 +175,8 @@ def draw_snr(n: int, *, snr_range, rng: np.random.Generator) -> np.ndarray:
     return np.exp(rng.uniform(np.log(lo), np.log(hi), n))
 
 
-def write_truth(path: str, columns: dict, *, header: dict) -> None:
-    """Write the truth table (EXTNAME ``TRUTH``) atomically, with units on the physical columns."""
+def write_truth(path: str, columns: dict, *, header: dict, extname: str = "TRUTH") -> None:
+    """Write a table (the truth table: EXTNAME ``TRUTH``) atomically, with units on the physical columns."""
     units = {"TEFF": "K", "RV": "km/s",
              "TARGET_RA": "deg", "TARGET_DEC": "deg", "RA": "deg", "DEC": "deg", "MAG_R": "mag"}
     names = list(columns)
@@ -184,6 +184,6 @@ def write_truth(path: str, columns: dict, *, header: dict) -> None:
     for c in names:
         data[c] = columns[c]
     with atomic_fits(path) as f:
-        f.write(data, extname="TRUTH", units=[units.get(c, "") for c in names],
+        f.write(data, extname=extname, units=[units.get(c, "") for c in names],
                 header=[{"name": k, "value": v} for k, v in header.items()])
         f[-1].write_checksum()
