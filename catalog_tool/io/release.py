@@ -193,14 +193,19 @@ def _is_fits_name(name: str) -> bool:
 def _walk(root: str, notes: list[str]) -> list[str]:
     """FITS files under ``root``, sorted, hidden folders left out.
 
-    A DESI production folder holds both ``healpix/`` and ``tiles/`` coadds of the same spectra;
-    reading both would count every spectrum twice, so only ``healpix/`` is walked there.
+    A DESI release root holds ``healpix/`` and, beside it, ``tiles/`` coadds of the same spectra
+    (reading both would count every spectrum twice) and catalogues: only ``healpix/`` is walked.
     """
     top = root
-    if os.path.isdir(os.path.join(root, "healpix")) and os.path.isdir(os.path.join(root, "tiles")):
+    if os.path.isdir(os.path.join(root, "healpix")):
+        # a release root: its spectra live under healpix/; beside it are tiles/ (the same spectra
+        # again), catalogues, truth tables and the like, none of them coadds
         top = os.path.join(root, "healpix")
-        notes.append(f"{root}: walked healpix/ only; tiles/ holds the same spectra "
-                     f"(give the tiles folder itself to use tile-based coadds)")
+        extra = sorted(n + ("/" if os.path.isdir(os.path.join(root, n)) else "")
+                       for n in os.listdir(root) if n != "healpix" and not n.startswith("."))
+        if extra:
+            notes.append(f"{root}: release root, walked healpix/ only (not {', '.join(extra[:4])}"
+                         f"{', ...' if len(extra) > 4 else ''}; give a folder itself to read it)")
     found = []
     for folder, dirs, files in os.walk(top):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
