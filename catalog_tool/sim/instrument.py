@@ -62,8 +62,8 @@ def lamost_wave(npix: int = LAMOST_NPIX) -> np.ndarray:
 def desi_wave(arm: str) -> np.ndarray:
     """The 0.8 A DESI coadd grid of ``arm`` (``B``, ``R`` or ``Z``), vacuum Angstrom."""
     start, n = DESI_ARMS[arm]
-    # Rounded so the values print as 3600.8, ... like the pipeline's (which are exact decimals).
-    return np.round(start + DESI_DWAVE * np.arange(n), 6)
+    # np.arange with a float step, as desispec builds the grid: bit-identical to the real files.
+    return np.arange(start, start + DESI_DWAVE * n - DESI_DWAVE / 2, DESI_DWAVE)
 
 
 def desi_resolving_power(*, wave: np.ndarray, arm: str) -> np.ndarray:

@@ -191,6 +191,8 @@ def _write_file(path: str, layout: str, npix: int, spec: dict, j: int, header: l
             third = spec["NORM"][j, :npix] if layout == "dr1" else wave
             img = np.stack([f, iv, third, m, m]).astype(np.float32)
             fits.write(img, header=header)
+            if layout == "dr7":
+                fits[0].write_key("EXTNAME", "Flux", comment="The extension name")
 
 
 def simulate_lamost(out: str | os.PathLike, *, n: int = 20, seed: int = 0, layout: str = "mixed",
