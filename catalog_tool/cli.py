@@ -120,5 +120,71 @@ def simulate_lamost_cmd(out, n, seed, layout, gzip_, snr_min, snr_max, overwrite
     click.echo(f"wrote {r.nspec} spectra ({r.nstars} stars); truth: {r.truth}")
 
 
+# ---------------------------------------------------------------------------------------------
+# annotate
+# ---------------------------------------------------------------------------------------------
+#: Exit status of an annotate run that wrote its VAC but could not read some input files.
+EXIT_SOME_FILES_FAILED = 3
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=str))
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="VAC FITS file to write (required unless given in --config).")
+@click.option("--model", "-m", default=None,
+              help="Bundled model name or path of a bundle folder  [default: default].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="Where the networks run; auto = CUDA when available  [default: auto].")
+@click.option("--batch-size", type=int, default=None, help="Spectra per forward pass  [default: 2048].")
+@click.option("--scheduler", default=None,
+              help="threads, processes, synchronous, or a Dask scheduler address tcp://host:port  "
+                   "[default: threads].")
+@click.option("--workers", type=int, default=None,
+              help="Partitions at once with the local schedulers  [default: 1].")
+@click.option("--threads", type=int, default=None, help="Torch/BLAS threads per worker  [default: 1].")
+@click.option("--partition-size", type=int, default=None,
+              help="Target spectra per partition; pixels are never split  [default: 20000].")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Run state: plan, part files, done markers, log  [default: OUT.work].")
+@click.option("--resume/--no-resume", default=None,
+              help="Continue the run in --work-dir, skipping finished partitions.")
+@click.option("--overwrite", is_flag=True, default=None,
+              help="Discard an existing work dir and output and start over.")
+@click.option("--per-pixel", is_flag=True, default=None,
+              help="Also write one VAC per HEALPix pixel in the DESI layout beside OUT.")
+@click.option("--strict", is_flag=True, default=None,
+              help="Stop at the first unreadable input file instead of recording it.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr  [default: on].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="TOML file of settings (field names of AnnotateConfig); the command line wins.")
+@friendly_errors
+def annotate(inputs, config_file, **options):
+    """Annotate INPUTS (a DESI release tree, LAMOST folders, or files) into a VAC.
+
+    Plans HEALPix partitions, processes each (read, select stars, preprocess, infer with
+    uncertainties, flag) as one Dask task, and merges the part files into OUT. Unreadable files
+    are listed in the VAC's ERRORS table and the log; the exit status is then 3 (the VAC is still
+    written). Run state lives in --work-dir so that --resume continues an interrupted run.
+    """
+    from catalog_tool.config import build_config
+    from catalog_tool.pipeline.run import annotate as run_annotate
+
+    cfg = build_config(file=config_file, inputs=tuple(inputs) or None, command=" ".join(sys.argv),
+                       **options)
+    summary = run_annotate(cfg)
+    click.echo(f"wrote {summary.out}: {summary.rows} rows, {summary.estimated} stars estimated, "
+               f"{summary.flagged_bad} FLAG_BAD, in {summary.seconds:.1f} s on {summary.device}")
+    if summary.per_pixel_files:
+        click.echo(f"wrote {summary.per_pixel_files} per-pixel VAC files beside it")
+    if summary.partitions_skipped:
+        click.echo(f"resumed: {summary.partitions_skipped} of {summary.partitions} partitions were already done")
+    if summary.failed_files:
+        click.echo(f"{len(summary.failed_files)} input file(s) could not be read (see the ERRORS "
+                   f"table and {cfg.resolved_work_dir}/stxcat.log):", err=True)
+        for path, reason in summary.failed_files[:5]:
+            click.echo(f"  {path}: {reason}", err=True)
+        sys.exit(EXIT_SOME_FILES_FAILED)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -138,6 +138,8 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
     from catalog_tool.vac import write as vac_write
 
     t0 = time.perf_counter()
+    if os.path.exists(cfg.out) and not (cfg.overwrite or cfg.resume):
+        raise StxcatError(f"{cfg.out} exists: pass --overwrite to replace it (or --resume to finish its run)")
     bundle = load_bundle(cfg.model)
     bundle_path = os.fspath(find_bundle(cfg.model))
     device = str(resolve_device(cfg.device))
