@@ -91,7 +91,8 @@ pixel, in the layout of DESI's healpix products:
 
     healpix/{{survey}}/{{program}}/{{pixel//100}}/{{pixel}}/stxcat-{{survey}}-{{program}}-{{pixel}}.fits
 
-with the same HDUs (without `{dm.ERRORS_EXTNAME}`) and headers as the merged VAC.
+with the same HDUs (without `{dm.ERRORS_EXTNAME}`) and headers as the merged VAC. A blank survey or
+program (a LAMOST file whose release is unknown) is written as `unknown`.
 
 ## Opening the VAC
 

@@ -208,10 +208,18 @@ def primary_mask(*, targetid, survey, snr) -> np.ndarray:
     ndarray of bool, shape (N,)
     """
     targetid = np.asarray(targetid, dtype=np.int64)
-    n = targetid.shape[0]
+    return _primary_from_keys(targetid=targetid, is_lamost=_is_lamost(survey), snr=snr)
+
+
+def _is_lamost(survey) -> np.ndarray:
     survey = np.asarray(survey)
-    lamost_key = b"lamost" if survey.dtype.kind == "S" else "lamost"
-    is_lamost = np.char.strip(survey) == lamost_key if n else np.zeros(0, bool)
+    if survey.size == 0:
+        return np.zeros(0, dtype=bool)
+    return np.char.strip(survey) == (b"lamost" if survey.dtype.kind == "S" else "lamost")
+
+
+def _primary_from_keys(*, targetid: np.ndarray, is_lamost: np.ndarray, snr) -> np.ndarray:
+    n = targetid.shape[0]
     snr = np.asarray(snr, dtype=np.float64)
     # NaN S/N ranks below any finite one
     neg_snr = np.where(np.isfinite(snr), -snr, np.inf)
@@ -227,9 +235,11 @@ def primary_mask(*, targetid, survey, snr) -> np.ndarray:
 def per_pixel_path(out_dir: str | os.PathLike, *, survey: str, program: str, pixel: int) -> str:
     """Path of one per-pixel VAC in the DESI layout.
 
-    ``{out_dir}/healpix/{survey}/{program}/{pixel//100}/{pixel}/stxcat-{survey}-{program}-{pixel}.fits``
+    ``{out_dir}/healpix/{survey}/{program}/{pixel//100}/{pixel}/stxcat-{survey}-{program}-{pixel}.fits``;
+    a blank survey or program (e.g. a LAMOST file of unknown release) becomes ``unknown``.
     """
     pixel = int(pixel)
+    survey, program = survey.strip() or "unknown", program.strip() or "unknown"
     for what, value in (("survey", survey), ("program", program)):
         if not _SAFE_NAME.fullmatch(value):
             raise dm.DataModelError(f"{what} {value!r} cannot be used in a file name")
@@ -294,13 +304,14 @@ def _create_vac_table(fits: fitsio.FITS, header_cards: list[dict]):
 
 
 def _write_errors(fits: fitsio.FITS, errors: Sequence[tuple[str, str]], header_cards: list[dict]) -> None:
-    files = [str(f) for f, _ in errors]
-    reasons = [" ".join(str(r).split()) for _, r in errors]  # one line each
-    wf = max([1, *(len(f.encode()) for f in files)])
-    wr = max([1, *(len(r.encode()) for r in reasons)])
+    # FITS text is ASCII: other characters of a file name are kept as backslash escapes
+    files = [str(f).encode("ascii", "backslashreplace") for f, _ in errors]
+    reasons = [" ".join(str(r).split()).encode("ascii", "backslashreplace") for _, r in errors]
+    wf = max([1, *(len(f) for f in files)])
+    wr = max([1, *(len(r) for r in reasons)])
     data = np.zeros(len(errors), dtype=[("FILE", f"S{wf}"), ("REASON", f"S{wr}")])
-    data["FILE"] = [f.encode("utf-8", "replace") for f in files]
-    data["REASON"] = [r.encode("utf-8", "replace") for r in reasons]
+    data["FILE"] = files
+    data["REASON"] = reasons
     fits.create_table_hdu(dtype=data.dtype, extname=dm.ERRORS_EXTNAME)
     hdu = fits[-1]
     for i, (_, ucd, desc) in enumerate(_ERRORS_COLUMNS, start=1):
@@ -462,7 +473,10 @@ def _scan_part(path: str) -> tuple[dict, list, list]:
         raise PartFileError(f"part file unusable: {exc}") from None
     if keys is None:
         keys = np.zeros(0, dtype=[("HEALPIX", "i4"), ("TARGETID", "i8"), ("SURVEY", "S8"), ("SNR", "f4")])
-    return {k: keys[k] for k in keys.dtype.names}, read_errors(path), extras
+    # compact: ~17 bytes a row (the survey name as read is 32)
+    compact = {"HEALPIX": keys["HEALPIX"].astype(np.int32), "TARGETID": keys["TARGETID"].astype(np.int64),
+               "LAMOST": _is_lamost(keys["SURVEY"]), "SNR": keys["SNR"].astype(np.float32)}
+    return compact, read_errors(path), extras
 
 
 def merge_parts(
@@ -523,13 +537,13 @@ def merge_parts(
     row_of = np.concatenate([np.arange(s, dtype=np.int64) for s in sizes]) if n else np.zeros(0, np.int64)
 
     def cat(name):
-        return np.concatenate([k[name] for k in keys]) if keys else np.zeros(0)
+        if not keys:
+            return np.zeros(0, dtype=bool if name == "LAMOST" else np.int64)
+        return np.concatenate([k[name] for k in keys])
 
-    healpix = cat("HEALPIX").astype(np.int64)
-    order = np.lexsort((row_of, part_of, healpix))
-    del healpix
-    primary = primary_mask(targetid=cat("TARGETID")[order], survey=cat("SURVEY")[order],
-                           snr=cat("SNR")[order])
+    order = np.lexsort((row_of, part_of, cat("HEALPIX")))
+    primary = _primary_from_keys(targetid=cat("TARGETID")[order], is_lamost=cat("LAMOST")[order],
+                                 snr=cat("SNR")[order])
     del keys
 
     def chunks(extname):

@@ -94,3 +94,30 @@ def test_validate_table(rng):
         dm.validate_table(t[swapped])
     with pytest.raises(dm.DataModelError, match="missing: SNR"):
         dm.validate_table(t[[n for n in t.dtype.names if n != "SNR"]])
+
+
+def test_columns_from_meta_and_prediction():
+    meta = {
+        "TARGETID": np.array([11, 12, 13]), "SURVEY": np.array(["main", "main", "lamost"]),
+        "PROGRAM": np.array(["dark", "dark", "dr7"]), "HEALPIX": np.array([5, 5, 9], np.int32),
+        "TARGET_RA": np.array([1.0, 2.0, 3.0]), "TARGET_DEC": np.array([-1.0, 0.0, 1.0]),
+        "FIBER_KIND": np.array(["target"] * 3),
+        "SOURCE": np.array(["release/healpix/main/dark/0/5/coadd-main-dark-5.fits"] * 2
+                           + ["lamost/spec-1.fits.gz"]),
+        "ROW": np.array([0, 7, 0], np.int32),
+        "ZWARN": np.array([0.0, 4.0, np.nan]), "SPECTYPE": np.array(["STAR", "GALAXY", ""]),
+    }
+    cols = dm.columns_from_meta(meta)
+    assert "FIBER_KIND" not in cols and "ROW" not in cols
+    np.testing.assert_array_equal(cols["SOURCE_ROW"], [0, 7, 0])
+    assert list(cols["SOURCE"]) == ["coadd-main-dark-5.fits"] * 2 + ["spec-1.fits.gz"]
+    np.testing.assert_array_equal(cols["ZWARN"], [0, 4, -1])
+    values = np.array([[-1.0, 5000.0], [0.2, 6000.0], [-2.0, 4500.0]])
+    pred = dm.columns_from_prediction(values=values, errors=values / 100, ensemble_std=None,
+                                      label_names=["FEH", "TEFF"])
+    t = dm.to_table({**cols, **pred})
+    np.testing.assert_allclose(t["TEFF"], [5000, 6000, 4500])
+    np.testing.assert_allclose(t["FEH_ERR"], [-0.01, 0.002, -0.02], rtol=1e-6)
+    assert np.isnan(t["LOGG"]).all() and np.isnan(t["FEH_ENS_STD"]).all()
+    with pytest.raises(dm.DataModelError, match="MGFE"):
+        dm.columns_from_prediction(values=values, errors=values, ensemble_std=None, label_names=["MGFE", "TEFF"])

@@ -24,7 +24,8 @@ def vac(tmp_path_factory):
     path = tmp_path_factory.mktemp("fitstools") / "vac.fits"
     extra = np.zeros(25, dtype=[("CHI2", "f4")])
     w.write_vac(path, make_columns(25, rng, targetid_pool=10), provenance=provenance(),
-                errors=[("release/bad.fits", "truncated")], extras={"FIT": extra})
+                errors=[("release/bad.fits", "truncated"), ("release/dünn.fits", "not FITS")],
+                extras={"FIT": extra})
     return path
 
 
@@ -67,3 +68,4 @@ def test_stilts_meta_shows_units_descriptions_ucds(stilts, vac):
             assert rows[c.name]["NULL_VALUE"] == str(c.null)
     errors = _run(stilts, "tpipe", f"in={vac}#2", "ofmt=csv")
     assert "release/bad.fits,truncated" in errors
+    assert "release/d\\xfcnn.fits,not FITS" in errors  # non-ASCII kept as an escape

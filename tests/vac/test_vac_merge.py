@@ -132,5 +132,6 @@ def test_per_pixel_files_in_desi_layout(parts, tmp_path):
 def test_per_pixel_path_rejects_unsafe_names(tmp_path):
     assert w.per_pixel_path("o", survey="sv3", program="bright", pixel=1234) == os.path.join(
         "o", "healpix", "sv3", "bright", "12", "1234", "stxcat-sv3-bright-1234.fits")
+    assert w.per_pixel_path("o", survey="lamost", program="", pixel=5).endswith("stxcat-lamost-unknown-5.fits")
     with pytest.raises(dm.DataModelError, match="file name"):
         w.per_pixel_path("o", survey="../etc", program="dark", pixel=1)
