@@ -8,12 +8,11 @@ for bad spectra: they come out as rows with IVAR 0 and diagnostics saying why.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from catalog_tool.batch import SpectraBatch
+from catalog_tool.batch import Arm, SpectraBatch
 from catalog_tool.preprocess.arms import FWHM_SIGMA, join_arms
 from catalog_tool.preprocess.continuum import CONT_BAD_BITS, CONT_NO_DATA, gaspp_continuum
 from catalog_tool.preprocess.grid import ModelGrid, resample_to_grid
@@ -92,22 +91,59 @@ def _margin(settings: PreprocessSettings, hi: float) -> float:
 
 
 def _median_snr(flux, ivar, bad, inwin):
-    """Median of flux * sqrt(ivar) over good pixels inside the window, 0 when there are none."""
+    """Median of flux * sqrt(ivar) over good pixels inside the window, 0 when there are none.
+
+    Vectorised with one fixed-rank partition per row: unused pixels are set to -inf and +inf in
+    equal numbers, which leaves the median of the rest unchanged. Rows with an odd number of
+    unused pixels get one more +inf column (and are partitioned in a second call).
+    """
+    n, m = flux.shape
     use = inwin & ~bad
-    snr = np.where(use, flux * np.sqrt(np.where(use, ivar, 0.0)), np.nan)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: "All-NaN slice"
-        med = np.nanmedian(snr, axis=1) if snr.shape[1] else np.full(snr.shape[0], np.nan)
-    return np.where(np.isfinite(med), med, 0.0)
+    med = np.zeros(n)
+    if m == 0:
+        return med
+    cols = np.flatnonzero(use.any(axis=0))
+    if cols.size == 0:
+        return med
+    c = slice(int(cols[0]), int(cols[-1]) + 1)
+    use = use[:, c]
+    with np.errstate(invalid="ignore"):
+        v = flux[:, c] * np.sqrt(ivar[:, c], dtype=np.float32)
+    nbad = (~use).sum(axis=1)
+    if nbad.any():
+        # alternate -inf / +inf over the unused pixels of each row: rank of each among the unused
+        rank = np.cumsum(~use, axis=1, dtype=np.int32)
+        v = np.where(use, v, np.where(rank % 2 == 0, -np.inf, np.inf)).astype(np.float32)
+    for odd in (False, True):
+        rows = np.flatnonzero((nbad % 2 == 1) == odd)
+        if rows.size == 0:
+            continue
+        vv = v[rows]
+        if odd:
+            vv = np.concatenate([vv, np.full((rows.size, 1), -np.inf, np.float32)], axis=1)
+        w = vv.shape[1]
+        k = sorted({(w - 1) // 2, w // 2})
+        part = np.partition(vv, k, axis=1)
+        with np.errstate(invalid="ignore"):  # rows without good pixels: inf - inf, zeroed below
+            med[rows] = 0.5 * (part[:, k[0]].astype(np.float64) + part[:, k[-1]])
+    return np.where((nbad < use.shape[1]) & np.isfinite(med), med, 0.0)
+
+
+def _chunk(batch: SpectraBatch, i: int, j: int) -> SpectraBatch:
+    """Rows i:j of a batch as views (no copy): the chain runs on cache-sized chunks."""
+    arms = {k: Arm(a.name, a.wave if a.wave.ndim == 1 else a.wave[i:j], a.flux[i:j], a.ivar[i:j],
+                   a.mask[i:j], None if a.resolution is None else a.resolution[i:j])
+            for k, a in batch.arms.items()}
+    return SpectraBatch(arms=arms, meta={k: v[i:j] for k, v in batch.meta.items()})
 
 
 def preprocess_batch(batch: SpectraBatch, *, grid: ModelGrid, settings: PreprocessSettings,
-                     keep_continuum: bool = False) -> Preprocessed:
+                     keep_continuum: bool = False, chunk_rows: int = 96) -> Preprocessed:
     """Turn a batch of spectra into continuum-normalised model inputs on the model grid.
 
     Steps: masks -> arms joined over the needed range -> [resolution match] -> bad pixels
     interpolated -> [rest frame] -> GASPP continuum on the native pixels -> normalised flux and
-    IVAR resampled onto ``grid``.
+    IVAR resampled onto ``grid``. Bad spectra never raise: see the diagnostics.
 
     Parameters
     ----------
@@ -119,6 +155,10 @@ def preprocess_batch(batch: SpectraBatch, *, grid: ModelGrid, settings: Preproce
         The model's preprocessing settings (from the model bundle).
     keep_continuum : bool
         Also return the continuum on the grid (QA).
+    chunk_rows : int
+        Rows processed together. Every step is vectorised over the rows of a chunk; chunks of
+        ~100 spectra keep the working arrays in the CPU cache, which is several times faster than
+        one pass over a large batch. The result does not depend on it.
 
     Returns
     -------
@@ -132,8 +172,30 @@ def preprocess_batch(batch: SpectraBatch, *, grid: ModelGrid, settings: Preproce
         z, known = np.zeros(n), np.zeros(n, bool)
     margin = _margin(settings, hi)
     zlo, zhi = (float(z.min()), float(z.max())) if n else (0.0, 0.0)
-    joined = join_arms(batch, lo=lo * (1 + zlo) - margin, hi=hi * (1 + zhi) + margin,
-                       settings=settings, want_sigma=settings.lsf_match_R is not None)
+    # one observed range for the whole batch, so chunking cannot change the result
+    obs = (lo * (1 + zlo) - margin, hi * (1 + zhi) + margin)
+    flux = np.ones((n, grid.npix), np.float32)
+    ivar = np.zeros((n, grid.npix), np.float32)
+    cont = np.ones((n, grid.npix), np.float32) if keep_continuum else None
+    diag = {k: np.zeros(n, dt) for k, (dt, _) in DIAGNOSTIC_COLUMNS.items()}
+    step = max(int(chunk_rows), 1)
+    for i in range(0, n, step):  # loop over chunks of rows; each chunk is fully vectorised
+        j = min(i + step, n)
+        part = _chunk(batch, i, j)
+        out = _preprocess_chunk(part, z[i:j], known[i:j], obs=obs, grid=grid, settings=settings,
+                                fit_blue=fit_blue, fit_red=fit_red, keep_continuum=keep_continuum)
+        flux[i:j], ivar[i:j] = out.flux, out.ivar
+        if keep_continuum:
+            cont[i:j] = out.continuum
+        for k in diag:
+            diag[k][i:j] = out.diagnostics[k]
+    return Preprocessed(flux=flux, ivar=ivar, diagnostics=diag, continuum=cont)
+
+
+def _preprocess_chunk(batch, z, known, *, obs, grid, settings, fit_blue, fit_red, keep_continuum):
+    n = len(batch)
+    joined = join_arms(batch, lo=obs[0], hi=obs[1], settings=settings,
+                       want_sigma=settings.lsf_match_R is not None)
     wave, flux, ivar, bad = joined.wave, joined.flux, joined.ivar, joined.bad
     if settings.lsf_match_R is not None and flux.shape[1]:
         flux, ivar = match_resolution(wave=wave, flux=flux, ivar=ivar, bad=bad,
@@ -142,9 +204,8 @@ def preprocess_batch(batch: SpectraBatch, *, grid: ModelGrid, settings: Preproce
     wr = rest_wave(wave=wave, z=z)
 
     g0, g1 = grid.range
-    wr2 = np.broadcast_to(wr, clean.shape)
     with np.errstate(invalid="ignore"):
-        inwin = (wr2 >= g0) & (wr2 <= g1)
+        inwin = (wr >= g0) & (wr <= g1)
     snr = _median_snr(clean, ivar, bad, inwin)
 
     res_c = gaspp_continuum(wave=wave, wave_rest=wr, flux=clean, snr=snr, settings=settings,
@@ -153,20 +214,18 @@ def preprocess_batch(batch: SpectraBatch, *, grid: ModelGrid, settings: Preproce
     status = res_c.status
     status[~(inwin & ~bad).any(axis=1)] |= CONT_NO_DATA
     norm = clean / cont
-    norm_ivar = np.where(bad, 0.0, ivar * cont * cont)
+    norm_ivar = np.where(bad, np.float32(0), ivar * (cont * cont))
 
     target = grid.wave if not np.any(z) else grid.wave[None, :] * (1.0 + z)[:, None]
-    if wave.shape[-1] == 0:  # no arm reaches the grid: nothing covered
-        out = resample_to_grid(wave=np.full(2, np.nan), flux=np.zeros((n, 2)),
-                               ivar=np.zeros((n, 2)), target=target)
-    else:
-        out = resample_to_grid(wave=wave, flux=norm, ivar=norm_ivar, target=target)
+    if wave.shape[-1] < 2:  # no arm reaches the grid: nothing covered
+        wave, norm, norm_ivar = np.full(2, np.nan), np.ones((n, 2)), np.zeros((n, 2))
+        cont = np.ones((n, 2))
+    out = resample_to_grid(wave=wave, flux=norm, ivar=norm_ivar, target=target)
     covered = out.covered
     coverage = covered.mean(axis=1).astype(np.float32)
     ncov = covered.sum(axis=1)
     n_good = (out.ivar > 0).sum(axis=1).astype(np.int32)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        bad_frac = np.where(ncov > 0, 1.0 - n_good / np.maximum(ncov, 1), 1.0).astype(np.float32)
+    bad_frac = np.where(ncov > 0, 1.0 - n_good / np.maximum(ncov, 1), 1.0).astype(np.float32)
     cont_ok = (status & CONT_BAD_BITS) == 0
     is_covered = coverage >= settings.min_coverage - 1e-9
     rv_ok = known if settings.rest_frame else np.ones(n, bool)
@@ -183,7 +242,6 @@ def preprocess_batch(batch: SpectraBatch, *, grid: ModelGrid, settings: Preproce
         "PREPROC_OK": is_covered & cont_ok & (n_good > 0) & rv_ok,
     }
     cont_grid = None
-    if keep_continuum and wave.shape[-1]:
-        cont_grid = resample_to_grid(wave=wave, flux=cont, ivar=np.ones_like(cont),
-                                     target=target).flux
+    if keep_continuum:
+        cont_grid = resample_to_grid(wave=wave, flux=cont, ivar=np.ones_like(cont), target=target).flux
     return Preprocessed(flux=out.flux, ivar=out.ivar, diagnostics=diagnostics, continuum=cont_grid)

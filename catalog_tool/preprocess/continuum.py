@@ -34,10 +34,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import functools
+
 import numpy as np
 from numpy.polynomial import chebyshev
+from scipy import sparse
 from scipy.ndimage import median_filter
-from scipy.signal import savgol_filter
+from scipy.signal import savgol_coeffs
 
 from catalog_tool.preprocess.settings import PreprocessSettings
 
@@ -57,53 +60,87 @@ CONT_BAD_BITS = CONT_BLUE_SKIPPED | CONT_RED_SKIPPED | CONT_NONPOSITIVE | CONT_N
 
 @dataclass(frozen=True)
 class ContinuumResult:
-    """``continuum`` float64 (N, npix), ``status`` int16 bits (N,), ``hot`` bool (N,)."""
+    """``continuum`` float32 (N, npix), ``status`` int16 bits (N,), ``hot`` bool (N,)."""
 
     continuum: np.ndarray
     status: np.ndarray
     hot: np.ndarray
 
 
+# Devillard's 13-comparator selection network for the median of 7 values
+_MED7_NETWORK = ((0, 5), (0, 3), (1, 6), (2, 4), (0, 1), (3, 5), (2, 6), (2, 3), (3, 6), (4, 5),
+                 (1, 4), (1, 3), (3, 4))
+
+
 def median_smooth(flux: np.ndarray, size: int) -> np.ndarray:
-    """Running median over ``size`` pixels along the last axis (edges: nearest value)."""
+    """Running median over ``size`` pixels along the last axis (edges: nearest value).
+
+    For the paper's 7 pixels a sorting network of element-wise min/max over shifted views is used:
+    exact, and several times faster than a rank filter on batches that fit the cache.
+    """
     if size <= 1 or flux.shape[-1] == 0:
         return flux
-    return median_filter(flux, size=(1, size), mode="nearest")
+    if size != 7:
+        return median_filter(flux, size=(1, size), mode="nearest")
+    m = flux.shape[-1]
+    yp = np.concatenate([np.repeat(flux[:, :1], 3, 1), flux, np.repeat(flux[:, -1:], 3, 1)], axis=1)
+    p = [yp[:, k:k + m] for k in range(7)]
+    for i, j in _MED7_NETWORK:
+        p[i], p[j] = np.minimum(p[i], p[j]), np.maximum(p[i], p[j])
+    return p[3]
 
 
 class _BatchedPoly:
-    """Batched weighted least squares with a Chebyshev basis of degree ``degree``.
+    """Batched least squares with a Chebyshev basis of degree ``degree`` and 0/1 weights.
 
-    ``x`` is (m,) (shared by all rows) or (N, m); ``w`` (N, m) are the per-row weights (0/1 here).
-    The normal matrices are inverted once; :meth:`fit` then costs two matrix products.
+    ``x`` is (m,) (shared by all rows) or (N, m); ``w`` is (m,) (one segment for all rows) or
+    (N, m). The normal matrices are inverted once; :meth:`fit` then costs two matrix products
+    (float32 for the big ones: the sums run over a few thousand pixels of O(1) Chebyshev values).
     """
 
-    def __init__(self, x: np.ndarray, w: np.ndarray, degree: int):
-        self.w = w
+    def __init__(self, x: np.ndarray, w: np.ndarray, degree: int, nrows: int):
         self.shared = x.ndim == 1
+        self.shared_w = w.ndim == 1
         V = chebyshev.chebvander(x, degree)  # (m, d+1) or (N, m, d+1)
-        self.V = V
         d1 = degree + 1
-        if self.shared:
+        if self.shared and self.shared_w:
+            A = np.broadcast_to((V * w[:, None]).T @ V, (nrows, d1, d1)).copy()
+        elif self.shared:
             # A_n = V^T diag(w_n) V for every row at once: one GEMM with the pixelwise outer products
             outer = (V[:, :, None] * V[:, None, :]).reshape(V.shape[0], d1 * d1)
             A = (w @ outer).reshape(-1, d1, d1)
         else:
-            A = np.einsum("nmi,nm,nmj->nij", V, w, V, optimize=True)
+            A = np.einsum("nmi,nm,nmj->nij", V, np.broadcast_to(w, V.shape[:2]), V, optimize=True)
         # rows with too few pixels would be singular: they get the identity (and are never used)
-        usable = (w > 0).sum(axis=1) > degree
+        usable = np.broadcast_to((w > 0).sum(axis=-1) > degree, (nrows,))
         A[~usable] = np.eye(d1)
         self.Ainv = np.linalg.solve(A, np.broadcast_to(np.eye(d1), A.shape))
+        self.w = w.astype(np.float32)
+        self.V = V.astype(np.float32)
+        # weights folded into the design matrix when they are the same for every row
+        self.Vw = (V * w[:, None]).astype(np.float32) if self.shared and self.shared_w else None
+        self.VT = np.ascontiguousarray(self.V.T) if self.shared else None
 
-    def fit(self, y: np.ndarray) -> np.ndarray:
-        """The least-squares polynomial of ``y`` (N, m), evaluated on the same pixels."""
-        wy = self.w * y
+    def fit(self, y: np.ndarray, smoother=None) -> np.ndarray:
+        """The least-squares polynomial of ``y`` (N, m) float32, evaluated on the same pixels.
+
+        With ``smoother`` (a sparse (m, m) linear filter S), fit ``S @ y`` instead, without
+        filtering the spectra: the normal equations need ``(W V)^T S y = (S^T W V)^T y``, and
+        ``S^T W V`` is a small (m, d+1) product per batch.
+        """
+        if smoother is not None:
+            if self.Vw is None:  # per-row weights: filter the spectra themselves
+                return self.fit(np.asarray((smoother @ y.T).T, np.float32))
+            rhs = y @ np.asarray(smoother.T @ self.Vw, np.float32)
+        elif self.Vw is not None:
+            rhs = y @ self.Vw
+        elif self.shared:
+            rhs = (self.w * y) @ self.V
+        else:
+            rhs = np.einsum("nm,nmi->ni", self.w * y, self.V)
+        coef = np.einsum("nij,nj->ni", self.Ainv, rhs).astype(np.float32)
         if self.shared:
-            rhs = wy @ self.V                                  # (N, d+1)
-            coef = np.einsum("nij,nj->ni", self.Ainv, rhs)
-            return coef @ self.V.T
-        rhs = np.einsum("nm,nmi->ni", wy, self.V)
-        coef = np.einsum("nij,nj->ni", self.Ainv, rhs)
+            return coef @ self.VT
         return np.einsum("nmi,ni->nm", self.V, coef)
 
 
@@ -120,40 +157,88 @@ def _scaled(w: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(x), x, 0.0)
 
 
-def _savgol_by_snr(y: np.ndarray, snr: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
-    """Savitzky-Golay smoothing with a window chosen per row by S/N (loop over S/N classes only)."""
-    out = y
+def _segment_poly(wave, wr, lo, hi, degree, s, n):
+    """Design of one segment: the columns it spans, its 0/1 weights and which rows are fitted."""
+    with np.errstate(invalid="ignore"):
+        inseg = (wr >= lo) & (wr <= hi)
+    cols = np.flatnonzero(inseg.any(axis=0) if inseg.ndim == 2 else inseg)
+    cols = slice(int(cols[0]), int(cols[-1]) + 1) if cols.size else slice(0, 0)
+    wseg = inseg[..., cols]
+    fitted = np.broadcast_to(wseg.sum(axis=-1) > s.min_segment_pixels, (n,))
+    if not fitted.any():
+        return None, cols, wseg, fitted
+    if wseg.ndim == 2:
+        wseg = wseg & fitted[:, None]
+    poly = _BatchedPoly(_scaled(wave[..., cols]), wseg.astype(np.float64), degree, n)
+    return poly, cols, wseg, fitted
+
+
+@functools.lru_cache(maxsize=16)
+def savgol_operator(m: int, window: int, order: int) -> sparse.csr_matrix:
+    """The (m, m) matrix S of ``savgol_filter(y, window, order, mode="interp")``: ``S @ y``.
+
+    Interior rows hold the smoothing coefficients; the first and last ``window // 2`` rows
+    evaluate the polynomial fitted to the first (last) window, as scipy's ``interp`` mode does.
+    """
+    h = window // 2
+    c = savgol_coeffs(window, order, use="dot")
+    rows, cols, vals = [], [], []
+    i = np.arange(h, m - h)
+    rows.append(np.repeat(i, window))
+    cols.append((i[:, None] + np.arange(-h, h + 1)).ravel())
+    vals.append(np.tile(c, i.size))
+    for k in range(h):
+        rows += [np.full(window, k), np.full(window, m - 1 - k)]
+        cols += [np.arange(window), np.arange(m - window, m)]
+        vals += [savgol_coeffs(window, order, pos=k, use="dot"),
+                 savgol_coeffs(window, order, pos=window - 1 - k, use="dot")]
+    return sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(m, m))
+
+
+def _savgol_windows(snr: np.ndarray, settings: PreprocessSettings, m: int) -> np.ndarray:
+    """Savitzky-Golay window per row from its S/N (first class whose snr_min it reaches)."""
     snr = np.where(np.isfinite(snr), snr, 0.0)
-    assigned = np.zeros(y.shape[0], bool)
-    for snr_min, window in settings.savgol_windows:
-        rows = ~assigned & (snr >= snr_min)
-        assigned |= rows
-        if not rows.any() or window <= settings.savgol_order + 1 or window > y.shape[1]:
-            continue  # window = order + 1: the filter is the identity
-        if out is y:
-            out = y.copy()
-        out[rows] = savgol_filter(y[rows], window, settings.savgol_order, axis=-1, mode="interp")
-    return out
+    win = np.full(snr.shape, settings.savgol_windows[-1][1])
+    for snr_min, window in reversed(settings.savgol_windows):
+        win = np.where(snr >= snr_min, window, win)
+    # a window of order + 1 pixels is the identity; one longer than the segment cannot be used
+    return np.where((win <= settings.savgol_order + 1) | (win > m), 0, win)
 
 
 def _bridge_balmer(y, wr, hot, settings):
-    """Replace the Balmer-wing windows of hot rows by straight lines between nearby maxima."""
+    """Replace the Balmer-wing windows of hot rows by straight lines between nearby maxima.
+
+    Works on the hot rows and on the columns around each window only.
+    """
     a = settings.balmer_anchor
+    rows = np.flatnonzero(hot)
+    if rows.size == 0:
+        return y
+    y = y.copy()
+    wr_h = np.broadcast_to(wr, y.shape)[rows] if np.ndim(wr) == 2 else wr
     for lo, hi in settings.balmer_windows:  # three windows, vectorised over rows
-        left = (wr >= lo - a) & (wr <= lo)
-        right = (wr >= hi) & (wr <= hi + a)
-        ok = hot & left.any(axis=1) & right.any(axis=1)
-        if not ok.any():
+        with np.errstate(invalid="ignore"):
+            near = (wr_h >= lo - a) & (wr_h <= hi + a)
+        cols = np.flatnonzero(near.any(axis=0) if near.ndim == 2 else near)
+        if cols.size == 0:
             continue
-        rows = np.arange(y.shape[0])
-        il = np.argmax(np.where(left, y, -np.inf), axis=1)
-        ir = np.argmax(np.where(right, y, -np.inf), axis=1)
-        wr2 = np.broadcast_to(wr, y.shape)
-        wl, wrr = wr2[rows, il], wr2[rows, ir]
-        yl, yr = y[rows, il], y[rows, ir]
-        t = (wr2 - wl[:, None]) / (wrr - wl)[:, None]
-        inside = ok[:, None] & (wr2 > wl[:, None]) & (wr2 < wrr[:, None])
-        y = np.where(inside, yl[:, None] + t * (yr - yl)[:, None], y)
+        c = slice(int(cols[0]), int(cols[-1]) + 1)
+        w = np.broadcast_to(wr_h[..., c], (rows.size, c.stop - c.start))
+        yy = y[rows, c]
+        with np.errstate(invalid="ignore"):
+            left = (w >= lo - a) & (w <= lo)
+            right = (w >= hi) & (w <= hi + a)
+        ok = left.any(axis=1) & right.any(axis=1)
+        r = np.arange(rows.size)
+        il = np.argmax(np.where(left, yy, -np.inf), axis=1)
+        ir = np.argmax(np.where(right, yy, -np.inf), axis=1)
+        wl, wrr = w[r, il], w[r, ir]
+        yl, yr = yy[r, il], yy[r, ir]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = (w - wl[:, None]) / (wrr - wl)[:, None]
+            inside = ok[:, None] & (w > wl[:, None]) & (w < wrr[:, None])
+        y[rows, c] = np.where(inside, yl[:, None] + t * (yr - yl)[:, None], yy)
     return y
 
 
@@ -188,54 +273,45 @@ def gaspp_continuum(*, wave: np.ndarray, flux: np.ndarray, snr: np.ndarray,
     s = settings
     n, npix = flux.shape
     wr = wave if wave_rest is None else wave_rest
-    wr2 = np.broadcast_to(wr, flux.shape)
-    mf = median_smooth(np.asarray(flux, dtype=np.float64), s.median_window)
+    mf = median_smooth(np.asarray(flux, dtype=np.float32), s.median_window)
     cont = mf.copy()
     status = np.zeros(n, np.int16)
     hot = np.zeros(n, bool)
-    with np.errstate(invalid="ignore"):
-        finite_wave = np.isfinite(wr2)
 
     if fit_blue:
         b0, b1 = s.blue_segment
-        with np.errstate(invalid="ignore"):
-            inseg = finite_wave & (wr2 >= b0) & (wr2 <= b1)
-        cols = _segment_cols(inseg)
-        fitted = inseg[:, cols].sum(axis=1) > s.min_segment_pixels
+        poly, cols, wseg, fitted = _segment_poly(wave, wr, b0, b1, s.blue_degree, s, n)
         status[~fitted] |= CONT_BLUE_SKIPPED
         if fitted.any():
-            wseg = (inseg[:, cols] & fitted[:, None]).astype(np.float64)
-            x = _scaled(wave[..., cols])
-            poly = _BatchedPoly(x, wseg, s.blue_degree)
             y = mf[:, cols]
-            wrc = wr2[:, cols]
+            wrc = wr[..., cols]
             # (a) first fit on the Savitzky-Golay-smoothed flux: where does the continuum peak?
-            p0 = poly.fit(_savgol_by_snr(y, snr, s))
+            win = _savgol_windows(snr, s, y.shape[1])
+            p0 = poly.fit(y)
+            for w in np.unique(win[win > 0]):  # one class per distinct window (a few at most)
+                rows = win == w
+                p0[rows] = poly.fit(y, savgol_operator(y.shape[1], int(w), s.savgol_order))[rows]
             ipk = np.argmax(np.where(wseg > 0, p0, -np.inf), axis=1)
-            hot = fitted & (wrc[np.arange(n), ipk] < s.hot_peak_wave)
+            peak = wrc[ipk] if wrc.ndim == 1 else wrc[np.arange(n), ipk]
+            hot = fitted & (peak < s.hot_peak_wave)
             status[hot] |= CONT_HOT
             # (b) hot stars: bridge the Balmer wings
-            if hot.any():
-                y = _bridge_balmer(y, wrc, hot, s)
+            y = _bridge_balmer(y, wrc, hot, s)
             # (c) upper envelope, (d) final fit
             for _ in range(s.blue_rounds):
                 y = np.maximum(y, poly.fit(y))
             cb = poly.fit(y)
-            cont[:, cols] = np.where(wseg > 0, cb, cont[:, cols])
+            cont[:, cols] = np.where((wseg > 0) & fitted[:, None], cb, cont[:, cols])
 
     if fit_red:
-        r0 = s.red_start
         with np.errstate(invalid="ignore"):
-            inseg = finite_wave & (wr2 >= r0)
-        cols = _segment_cols(inseg)
-        fitted = inseg[:, cols].sum(axis=1) > s.min_segment_pixels
+            top = float(np.nanmax(wr)) if np.isfinite(wr).any() else s.red_start
+        poly, cols, wseg, fitted = _segment_poly(wave, wr, s.red_start, max(top, s.red_start),
+                                                 s.red_degree, s, n)
         status[~fitted] |= CONT_RED_SKIPPED
         if fitted.any() and s.red_rounds > 0:
-            wseg = (inseg[:, cols] & fitted[:, None]).astype(np.float64)
-            x = _scaled(wave[..., cols])
-            poly = _BatchedPoly(x, wseg, s.red_degree)
             y = mf[:, cols]
-            nw = np.maximum(wseg.sum(axis=1), 1.0)
+            nw = np.maximum(np.broadcast_to(wseg, y.shape).sum(axis=1), 1.0)
             for i in range(s.red_rounds):
                 p = poly.fit(y)
                 if i == s.red_rounds - 1:
@@ -243,14 +319,11 @@ def gaspp_continuum(*, wave: np.ndarray, flux: np.ndarray, snr: np.ndarray,
                 r = y - p
                 sd = np.sqrt((wseg * r * r).sum(axis=1) / nw)
                 y = np.where((r < 0) | (r > s.red_clip * sd[:, None]), p, y)
-            cont[:, cols] = np.where(wseg > 0, p, cont[:, cols])
+            cont[:, cols] = np.where((wseg > 0) & fitted[:, None], p, cont[:, cols])
 
     bad_c = ~np.isfinite(cont) | (cont <= 0)
-    if window is not None:
-        with np.errstate(invalid="ignore"):
-            inwin = (wr2 >= window[0]) & (wr2 <= window[1])
-    else:
-        inwin = finite_wave
+    with np.errstate(invalid="ignore"):
+        inwin = np.isfinite(wr) if window is None else (wr >= window[0]) & (wr <= window[1])
     status[(bad_c & inwin).any(axis=1)] |= CONT_NONPOSITIVE
-    cont = np.where(bad_c, 1.0, cont)
+    cont = np.where(bad_c, np.float32(1.0), cont)
     return ContinuumResult(continuum=cont, status=status, hot=hot)

@@ -156,18 +156,30 @@ def resample_to_grid(*, wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
     with np.errstate(invalid="ignore", divide="ignore"):
         xn = np.log10(wave)
         xt = np.log10(target)
-    left, t, covered = _locate(xn, xt, n)
-    rows = np.arange(n)[:, None]
-    right = np.minimum(left + 1, flux.shape[1] - 1)
-    fl, fr = flux[rows, left], flux[rows, right]
-    il, ir = ivar[rows, left], ivar[rows, right]
-    wl, wr = 1.0 - t, t
+    if xn.ndim == 1 and xt.ndim == 1:
+        # one native grid and one target for all rows: 1-D interpolation weights, column gathers
+        left, t, covered = _locate(xn, xt[None, :], 1)
+        left, t, covered = left[0], t[0], covered[0]
+        right = np.minimum(left + 1, flux.shape[1] - 1)
+        fl, fr = flux[:, left], flux[:, right]
+        il, ir = ivar[:, left], ivar[:, right]
+        covered = np.broadcast_to(covered, (n, covered.size))
+    else:
+        left, t, covered = _locate(xn, xt, n)
+        rows = np.arange(n)[:, None]
+        right = np.minimum(left + 1, flux.shape[1] - 1)
+        fl, fr = flux[rows, left], flux[rows, right]
+        il, ir = ivar[rows, left], ivar[rows, right]
+    t = t.astype(np.float32)
+    wl, wr = np.float32(1.0) - t, t
     bad = ((wl > 0) & ~(il > 0)) | ((wr > 0) & ~(ir > 0)) | ~covered
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var = np.where(wl > 0, wl * wl / il, 0.0) + np.where(wr > 0, wr * wr / ir, 0.0)
-        out_ivar = np.where(bad, 0.0, 1.0 / var)
-    out_flux = np.where(wl > 0, wl * fl, 0.0) + np.where(wr > 0, wr * fr, 0.0)
-    bad |= ~np.isfinite(out_flux) | ~np.isfinite(out_ivar)
-    out_flux = np.where(bad, 1.0, out_flux).astype(np.float32)
-    out_ivar = np.where(bad, 0.0, out_ivar).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        # a neighbour with zero weight contributes nothing, even when it is bad
+        var = (np.where(wl > 0, (wl * wl) / il, np.float32(0))
+               + np.where(wr > 0, (wr * wr) / ir, np.float32(0)))
+        out_ivar = np.float32(1.0) / var
+        out_flux = wl * fl + wr * fr
+    bad |= ~np.isfinite(out_flux) | ~(out_ivar > 0) | ~np.isfinite(out_ivar)
+    out_flux = np.where(bad, np.float32(1.0), out_flux).astype(np.float32)
+    out_ivar = np.where(bad, np.float32(0.0), out_ivar).astype(np.float32)
     return Resampled(flux=out_flux, ivar=out_ivar, covered=covered)

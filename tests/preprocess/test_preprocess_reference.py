@@ -27,7 +27,10 @@ def _compare_continuum(wave, flux, ivar, mask, settings, fit_red=False):
         ci = ref.interpolate_one(w2[i][fin], flux[i][fin].astype(float), bad[i][fin])
         np.testing.assert_allclose(clean[i][fin], ci, rtol=1e-5, atol=1e-6)
         cref, hot = ref.continuum_one(w2[i][fin], ci, snr[i], settings, True, fit_red)
-        np.testing.assert_allclose(res.continuum[i][fin], cref, rtol=1e-3)
+        # 1e-3 relative; where the polynomial crosses zero (LAMOST's blue end) relative to the
+        # spectrum's continuum scale instead (float32 sums there are good to ~1e-6 of the scale)
+        np.testing.assert_allclose(res.continuum[i][fin], cref, rtol=1e-3,
+                                   atol=1e-5 * np.max(np.abs(cref)))
         assert res.hot[i] == hot
     return res
 
