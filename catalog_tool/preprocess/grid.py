@@ -125,9 +125,19 @@ def _locate(xn: np.ndarray, xt: np.ndarray, n: int):
         xl = xn[rows, left]
         xr = xn[rows, np.minimum(left + 1, npix - 1)]
     xt2 = np.broadcast_to(xt, left.shape)
+    # Coverage from the row's own first and last valid wavelength, not from the bracketing pair:
+    # the row-offset search above can land one cell early when a target coincides with a native
+    # pixel to rounding (LAMOST and the model grid share one log-lambda lattice), and t is
+    # clipped to [0, 1] anyway.
+    if xn.ndim == 1:
+        first = xs[0] if nvalid[0] else np.nan
+        last = xs[-1] if nvalid[0] else np.nan
+    else:
+        first = xn[:, :1]
+        last = xn[np.arange(n)[:, None], np.maximum(nvalid[:, None] - 1, 0)]
     with np.errstate(invalid="ignore", divide="ignore"):
         t = (xt2 - xl) / (xr - xl)
-        covered = (nvalid[:, None] >= 2) & (xt2 >= xl) & (xt2 <= xr) & np.isfinite(t)
+        covered = (nvalid[:, None] >= 2) & (xt2 >= first) & (xt2 <= last) & np.isfinite(t)
     t = np.where(covered, np.clip(t, 0.0, 1.0), 0.0)
     return left, t, covered
 
