@@ -141,7 +141,8 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
     if os.path.exists(cfg.out) and not (cfg.overwrite or cfg.resume):
         raise StxcatError(f"{cfg.out} exists: pass --overwrite to replace it (or --resume to finish its run)")
     bundle = load_bundle(cfg.model)
-    bundle_path = os.fspath(find_bundle(cfg.model))
+    # absolute paths: Dask workers on other hosts or in another directory resolve them as given
+    bundle_path = os.path.abspath(find_bundle(cfg.model))
     device = str(resolve_device(cfg.device))
     settings = part_mod.run_settings(cfg, bundle)
     plan, idx = make_plan(cfg.inputs, partition_size=cfg.partition_size, model_name=bundle.name,
@@ -154,7 +155,7 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
         raise StxcatError("no usable spectra found in " + ", ".join(map(str, cfg.inputs))
                           + (f" ({reasons})" if reasons else ""))
 
-    wd = WorkDir(cfg.resolved_work_dir)
+    wd = WorkDir(os.path.abspath(cfg.resolved_work_dir))
     done = wd.prepare(plan, resume=cfg.resume, overwrite=cfg.overwrite)
     handler = _setup_log(wd.log_path)
     try:
