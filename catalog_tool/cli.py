@@ -189,5 +189,34 @@ def annotate(inputs, config_file, **options):
         sys.exit(EXIT_SOME_FILES_FAILED)
 
 
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("vac", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder for report.html, the PNG figures and summary.json (created if needed).")
+@click.option("--truth", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Truth table or reference catalogue (FITS) matched by TARGETID (and SURVEY) or OBSID: "
+                   "adds residual plots and the evaluate metrics.")
+@click.option("--good-only/--all", "good_only", default=True, show_default=True,
+              help="Draw figures and metrics from rows without FLAG_BAD only, or from every row with a value.")
+@friendly_errors
+def report(vac, out, truth, good_only):
+    """Write QA figures, summary tables and one self-contained HTML page for the VAC file.
+
+    Kiel diagram, [alpha/Fe] vs [Fe/H], sky maps of counts and median [Fe/H] per HEALPix pixel,
+    uncertainty vs S/N, label distributions and flag counts. Counts always cover every row.
+    """
+    from catalog_tool.report import make_report
+
+    r = make_report(vac, out, truth=truth, good_only=good_only)
+    s = r.summary
+    click.echo(f"wrote {r.html} and {len(r.figures)} figures: {s['rows']} rows, {s['estimated']} estimated, "
+               f"{s['flag_bad']} FLAG_BAD")
+    if "truth" in s:
+        click.echo(f"matched {s['truth']['matched']} rows to {truth}; metrics in {out}/metrics.md")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
