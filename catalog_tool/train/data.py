@@ -1,0 +1,187 @@
+"""Labelled training sets: spectra from files, preprocessed once, joined to a label table.
+
+:func:`load_labelled` reads any inputs ``stxcat annotate`` reads (DESI release trees, LAMOST
+folders, single files), keeps the targets that appear in a label table, preprocesses them with
+the model's grid and settings, and returns arrays ready for training. The label table is FITS or
+CSV, joined by ``TARGETID`` (DESI; LAMOST ``OBSID`` is the TARGETID) — or, when the table has no id
+column, by sky position (``RA``/``DEC`` or ``TARGET_RA``/``TARGET_DEC``, within 1 arcsec).
+
+The result can be cached to an ``.npz`` (no pickle) so a training run preprocesses its spectra once.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from catalog_tool.errors import ConfigError, InputFileError
+
+__all__ = ["LabelledSet", "read_label_table", "load_labelled", "LABEL_UNITS"]
+
+#: Units of the labels stxcat knows (others are taken as dimensionless).
+LABEL_UNITS = {"FEH": "dex", "ALPHAFE": "dex", "TEFF": "K", "LOGG": "dex"}
+_ID_COLUMNS = ("TARGETID", "OBSID")
+_MATCH_ARCSEC = 1.0
+
+
+@dataclass
+class LabelledSet:
+    """Preprocessed spectra with their labels (row-matched)."""
+
+    flux: np.ndarray          # (N, npix) float32
+    ivar: np.ndarray          # (N, npix) float32
+    labels: dict              # name -> (N,) float64, NaN where unknown
+    targetid: np.ndarray      # (N,) int64
+    snr: np.ndarray           # (N,) float32, median S/N on the grid
+    survey: np.ndarray        # (N,) str
+
+    def __len__(self) -> int:
+        return len(self.targetid)
+
+    def save(self, path: str) -> None:
+        np.savez(path, flux=self.flux, ivar=self.ivar, targetid=self.targetid, snr=self.snr,
+                 survey=self.survey.astype("U16"),
+                 **{f"label_{k}": v for k, v in self.labels.items()})
+
+    @classmethod
+    def load(cls, path: str) -> "LabelledSet":
+        with np.load(path, allow_pickle=False) as z:
+            labels = {k[6:]: z[k] for k in z.files if k.startswith("label_")}
+            return cls(flux=z["flux"], ivar=z["ivar"], labels=labels, targetid=z["targetid"],
+                       snr=z["snr"], survey=z["survey"])
+
+
+def read_label_table(path: str) -> dict:
+    """Columns of a FITS (first table HDU) or CSV label table, upper-cased names."""
+    if not os.path.isfile(path):
+        raise InputFileError(path, "label table not found")
+    if path.lower().endswith((".csv", ".txt")):
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows:
+            raise InputFileError(path, "label table is empty")
+        out = {}
+        for name in rows[0]:
+            values = [r[name] for r in rows]
+            try:
+                arr = np.array([float(v) if v not in ("", "nan", "NaN") else np.nan for v in values])
+                if name.upper() in _ID_COLUMNS:
+                    arr = np.array([int(v) for v in values], dtype=np.int64)
+            except ValueError:
+                arr = np.array(values)
+            out[name.strip().upper()] = arr
+        return out
+    import fitsio
+
+    from catalog_tool.io.fitsutil import open_fits
+
+    with open_fits(path) as fits:
+        for hdu in fits:
+            if hdu.get_exttype() in ("BINARY_TBL", "ASCII_TBL"):
+                data = hdu.read()
+                return {n.upper(): data[n] for n in data.dtype.names}
+    raise InputFileError(path, "label table has no table HDU")
+
+
+def _match_rows(table: dict, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rows of meta, rows of table) of matched targets."""
+    for col in _ID_COLUMNS:
+        if col in table:
+            tid = np.asarray(table[col]).astype(np.int64)
+            order = np.argsort(tid, kind="stable")
+            pos = np.searchsorted(tid[order], meta["TARGETID"])
+            pos = np.clip(pos, 0, len(tid) - 1)
+            hit = tid[order][pos] == meta["TARGETID"]
+            return np.flatnonzero(hit), order[pos[hit]]
+    for ra_c, dec_c in (("RA", "DEC"), ("TARGET_RA", "TARGET_DEC")):
+        if ra_c in table and dec_c in table:
+            from astropy.coordinates import SkyCoord
+            import astropy.units as u
+
+            a = SkyCoord(meta["TARGET_RA"] * u.deg, meta["TARGET_DEC"] * u.deg)
+            b = SkyCoord(np.asarray(table[ra_c], float) * u.deg, np.asarray(table[dec_c], float) * u.deg)
+            idx, sep, _ = a.match_to_catalog_sky(b)
+            hit = sep.arcsec < _MATCH_ARCSEC
+            return np.flatnonzero(hit), idx[hit]
+    raise ConfigError("label table has no TARGETID/OBSID column and no RA/DEC to match on")
+
+
+def load_labelled(inputs, *, labels_path: str, names: list[str], grid, settings,
+                  cache: str | None = None) -> tuple[LabelledSet, list[tuple[str, str]]]:
+    """Read, match and preprocess labelled spectra.
+
+    Parameters
+    ----------
+    inputs : list of paths
+        Anything :func:`catalog_tool.io.release.discover` takes.
+    labels_path : str
+        FITS or CSV label table.
+    names : list of str
+        Label columns to take (e.g. ``["FEH", "ALPHAFE"]``); missing values become NaN.
+    grid, settings : ModelGrid, PreprocessSettings
+    cache : str, optional
+        ``.npz`` path: loaded if it exists, written otherwise.
+
+    Returns
+    -------
+    LabelledSet, list of (path, reason)
+        The set (only preprocessed-OK rows) and the files that could not be read.
+    """
+    from catalog_tool.io import desi, lamost, release
+    from catalog_tool.preprocess.chain import preprocess_batch
+
+    if cache and os.path.exists(cache):
+        return LabelledSet.load(cache), []
+    table = read_label_table(labels_path)
+    missing = [n for n in names if n.upper() not in table]
+    if missing:
+        raise ConfigError(f"label table {labels_path} has no column(s) {', '.join(missing)}")
+    idx = release.discover(inputs)
+    failures = list(idx.skipped)
+    batches = []
+    for e in idx.entries:
+        if e.kind == "desi":
+            try:
+                batches.append(desi.read_coadd(e.path, arms=("B", "R", "Z")))
+            except InputFileError as exc:
+                failures.append((exc.path, exc.problem))
+    lam = [e.path for e in idx.entries if e.kind == "lamost"]
+    if lam:
+        b, failed = lamost.read_lamost_files(lam)
+        failures += failed
+        if len(b):
+            batches.append(b)
+    flux, ivar, tids, snr, survey = [], [], [], [], []
+    labels = {n: [] for n in names}
+    for batch in batches:
+        rows, trow = _match_rows(table, batch.meta)
+        if not len(rows):
+            continue
+        has_label = np.zeros(len(rows), bool)
+        for n in names:
+            has_label |= np.isfinite(np.asarray(table[n.upper()], np.float64)[trow])
+        rows, trow = rows[has_label], trow[has_label]
+        if not len(rows):
+            continue
+        sub = batch.take(rows)
+        pre = preprocess_batch(sub, grid=grid, settings=settings)
+        ok = pre.diagnostics["PREPROC_OK"]
+        flux.append(pre.flux[ok])
+        ivar.append(pre.ivar[ok])
+        tids.append(sub.meta["TARGETID"][ok])
+        snr.append(pre.diagnostics["SNR_MEDIAN"][ok])
+        survey.append(np.asarray(sub.meta["SURVEY"]).astype("U16")[ok])
+        for n in names:
+            labels[n].append(np.asarray(table[n.upper()], np.float64)[trow][ok])
+    if not flux:
+        raise ConfigError(f"no spectrum in {', '.join(map(str, inputs))} matches the label table {labels_path}")
+    out = LabelledSet(flux=np.concatenate(flux), ivar=np.concatenate(ivar),
+                      labels={n: np.concatenate(v) for n, v in labels.items()},
+                      targetid=np.concatenate(tids), snr=np.concatenate(snr),
+                      survey=np.concatenate(survey))
+    if cache:
+        out.save(cache)
+    return out, failures
