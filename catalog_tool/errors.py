@@ -40,6 +40,11 @@ class InputFileError(StxcatError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):
+        # Dask's process and distributed schedulers pickle a worker's exception back to the client;
+        # the default reduction would call __init__ with the one formatted message and fail.
+        return type(self), (self.path, self.problem)
+
 
 class FileAccessError(InputFileError):
     """The file does not exist or cannot be read (permissions, a directory, ...)."""
