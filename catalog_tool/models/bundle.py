@@ -128,7 +128,9 @@ class Bundle:
 
     @property
     def n_in(self) -> int:
-        return int(self.manifest["architecture"]["mlp"]["n_in"])
+        arch = self.manifest["architecture"]
+        # Embedding bundles give the spectrum size at the top (their head's mlp.n_in is the encoder width).
+        return int(arch["n_in"] if "n_in" in arch else arch["mlp"]["n_in"])
 
     @property
     def ensemble_size(self) -> int:
@@ -403,6 +405,12 @@ def load_bundle(path_or_name: str | os.PathLike, *, grid=None, preprocess=None) 
     if manifest.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"{folder} has bundle format version {manifest.get('format_version')!r}; "
                           f"this stxcat ({__version__}) reads version {FORMAT_VERSION} only")
+    arch = manifest.get("architecture")
+    if manifest.get("kind") == "encoder" or (isinstance(arch, dict) and arch.get("kind") == "embedding-mlp"):
+        # Encoder and embedding-MLP bundles (docs/encoder.md) are verified by their own module.
+        from catalog_tool.models.encoder_bundle import load_embedding_bundle
+
+        return load_embedding_bundle(folder, manifest, grid=grid, preprocess=preprocess)
     missing = [k for k in _REQUIRED_KEYS if k not in manifest]
     if missing:
         raise BundleError(f"{mpath} lacks the entries {missing}")
