@@ -119,7 +119,7 @@ def make_report(vac_path: str | os.PathLike, out_dir: str | os.PathLike, *, trut
         return out
 
     cols, labels = vac.columns, vac.labels
-    summary = timed("summary", summarize, columns=cols, labels=labels, good_only=good_only)
+    summary = timed("summary", summarize, columns=cols, labels=labels, good_only=good_only, codes=vac.codes)
     shown = ~cols["FLAG_BAD"] if good_only else np.ones(vac.nrows, bool)
     which = "rows without FLAG_BAD" if good_only else "all rows with a value"
 
@@ -169,7 +169,8 @@ def make_report(vac_path: str | os.PathLike, out_dir: str | os.PathLike, *, trut
     metrics_md = None
     if truth_table is not None:
         t0 = time.perf_counter()
-        match = match_truth(vac_targetid=cols["TARGETID"], vac_survey=cols["SURVEY"], truth=truth_table,
+        survey_codes, survey_names = vac.codes["SURVEY"]
+        match = match_truth(vac_targetid=cols["TARGETID"], vac_survey=survey_names[survey_codes], truth=truth_table,
                             rows=np.flatnonzero(shown))
         if match.vac_rows.size == 0:
             raise ReportError(f"no VAC row ({which}) matches a row of {truth_table.path} "

@@ -14,6 +14,7 @@ import numpy as np
 
 from catalog_tool.errors import StxcatError
 from catalog_tool.io.fitsutil import get_hdu, open_fits
+from catalog_tool.report.stats import text_codes
 from catalog_tool.vac import datamodel as dm
 
 __all__ = ["ReportError", "VacColumns", "REQUIRED", "read_vac_columns"]
@@ -25,6 +26,11 @@ class ReportError(StxcatError):
 
 #: Columns a file must have to be reported on as a VAC.
 REQUIRED = ("TARGETID", "SURVEY", "PROGRAM", "HEALPIX", "SNR", "FLAGS", "FLAG_BAD")
+
+#: Text columns kept as codes plus names (few distinct values).
+TEXT_COLUMNS = ("SURVEY", "PROGRAM")
+#: Rows read per step.
+CHUNK_ROWS = 262_144
 
 #: Header cards shown in the report's provenance table.
 PROVENANCE_KEYS = ("STXCVER", "VACDMVER", "MODEL", "MODELSHA", "INPUT", "DATE", "COMMAND")
@@ -39,12 +45,15 @@ class VacColumns:
     path : str
     nrows : int
     columns : dict of str to ndarray
-        ``TARGETID``, ``SURVEY``/``PROGRAM`` (stripped str), ``HEALPIX``, ``SNR``, ``FLAGS``,
+        ``TARGETID``, ``HEALPIX``, ``SNR``, ``FLAGS``,
         ``FLAG_BAD``, ``PRIMARY`` when present, and each label ``X`` with ``X_ERR`` present.
     labels : tuple of str
         Labels found, in data-model order.
     provenance : dict
         Header cards of :data:`PROVENANCE_KEYS` that are set.
+    codes : dict of str to (ndarray, ndarray)
+        For ``SURVEY`` and ``PROGRAM``: integer codes per row and the sorted, stripped names they
+        index (``names[codes]`` is the column).
     """
 
     path: str
@@ -52,16 +61,10 @@ class VacColumns:
     columns: dict
     labels: tuple
     provenance: dict = field(default_factory=dict)
+    codes: dict = field(default_factory=dict)
 
 
-def _as_str(a: np.ndarray) -> np.ndarray:
-    """Fixed-width text (bytes or unicode, as fitsio gives it) as stripped unicode."""
-    if a.dtype.kind == "S":
-        a = np.char.decode(a, "ascii", errors="replace")
-    return np.char.strip(a.astype(str))
-
-
-def read_vac_columns(path: str | os.PathLike) -> VacColumns:
+def read_vac_columns(path: str | os.PathLike, *, chunk_rows: int = CHUNK_ROWS) -> VacColumns:
     """Read the report's columns of a VAC's ``STELLAR_PARAMS`` table.
 
     Raises
@@ -87,16 +90,27 @@ def read_vac_columns(path: str | os.PathLike) -> VacColumns:
         nrows = hdu.get_nrows()
         wanted = list(REQUIRED) + (["PRIMARY"] if "PRIMARY" in present else [])
         wanted += [c for lab in labels for c in (lab, f"{lab}_ERR")]
-        cols = {}
-        for name in wanted:
-            # one column at a time: CFITSIO reads it with a strided pass, and the peak memory is
-            # that of the columns kept, not of whole rows
-            a = hdu.read_column(name) if nrows else np.zeros(0, dtype=dm.column(name).dtype)
-            cols[name] = a
-    for name in ("SURVEY", "PROGRAM"):
-        cols[name] = _as_str(cols[name])
-    for name, a in cols.items():
-        if a.dtype.kind in "iuf" and a.dtype.byteorder not in ("=", "|"):
-            cols[name] = a.astype(a.dtype.newbyteorder("="))  # native order: faster arithmetic
-    cols["FLAG_BAD"] = cols["FLAG_BAD"].astype(bool)
-    return VacColumns(path=path, nrows=int(nrows), columns=cols, labels=labels, provenance=provenance)
+        numeric = [c for c in wanted if c not in TEXT_COLUMNS]
+        cols = {c: np.empty(nrows, dtype=dm.column(c).np_dtype) for c in numeric}
+        text_parts: dict[str, list] = {c: [] for c in TEXT_COLUMNS}
+        # Row chunks of every wanted column at once: one pass over the file (CFITSIO reads rows),
+        # copied into contiguous native-order arrays; memory stays at the kept columns plus a chunk.
+        for start in range(0, nrows, chunk_rows):
+            stop = min(nrows, start + chunk_rows)
+            block = hdu.read(columns=wanted, rows=np.arange(start, stop))
+            for c in numeric:
+                cols[c][start:stop] = block[c]
+            for c in TEXT_COLUMNS:
+                text_parts[c].append(text_codes(block[c]))
+    # SURVEY and PROGRAM stay codes (4 bytes a row instead of 4 per character)
+    codes = {c: _join_codes(text_parts[c]) for c in TEXT_COLUMNS}
+    return VacColumns(path=path, nrows=int(nrows), columns=cols, labels=labels, provenance=provenance,
+                      codes=codes)
+
+
+def _join_codes(parts: list) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate per-chunk (codes, names) into codes over one sorted list of names."""
+    if not parts:
+        return np.zeros(0, np.int32), np.zeros(0, dtype="U1")
+    names = np.unique(np.concatenate([n for _, n in parts]))
+    return np.concatenate([np.searchsorted(names, n).astype(np.int32)[c] for c, n in parts]), names

@@ -25,6 +25,7 @@ SCATTER_MAX = 5000
 #: Axis labels of the VAC labels.
 LABEL_TEXT = {"FEH": "[Fe/H]", "ALPHAFE": r"[$\alpha$/Fe]", "TEFF": r"$T_\mathrm{eff}$ (K)", "LOGG": r"$\log g$"}
 _BINS = 160
+_MIN_CELL = 3
 
 
 def new_figure(width: float, height: float):
@@ -88,11 +89,16 @@ def _density(ax, *, x, y, xr, yr, color=None, cmap="viridis", clabel="", fig=Non
                             norm=LogNorm(vmin=1, vmax=max(2, count.max())), interpolation="nearest")
             clabel = "stars per cell"
         else:
+            # cells of one or two stars would show their noise, not the mean: leave them blank
             with np.errstate(invalid="ignore", divide="ignore"):
-                img = np.where(count > 0, total / count, np.nan)
+                img = np.where(count >= _MIN_CELL, total / count, np.nan)
             art = ax.imshow(img, origin="lower", extent=extent, aspect="auto", cmap=cmap, vmin=vmin,
                             vmax=vmax, interpolation="nearest")
-            clabel = f"mean {clabel} per cell"
+            # density contours: where the stars are, which the colour (a mean) does not show
+            if count.max() >= 10:
+                levels = np.logspace(1, np.log10(count.max()), 5)[:-1]
+                ax.contour(count, levels=levels, extent=extent, colors="k", linewidths=0.6, alpha=0.7)
+            clabel = f"mean {clabel} per cell (cells of ≥{_MIN_CELL} stars); contours: density"
     if fig is not None:
         fig.colorbar(art, ax=ax, label=clabel)
     return art

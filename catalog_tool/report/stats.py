@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["grouped_quantiles", "binned_2d", "bin_index"]
+__all__ = ["grouped_quantiles", "binned_2d", "bin_index", "text_codes"]
 
 
 def grouped_quantiles(*, groups: np.ndarray, values: np.ndarray, q) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -83,3 +83,41 @@ def binned_2d(*, x: np.ndarray, y: np.ndarray, xrange: tuple[float, float], yran
         return count, None
     total = np.bincount(flat, weights=w[ok], minlength=nx * ny).reshape(ny, nx)
     return count, total
+
+
+def text_codes(a: np.ndarray, *, max_distinct: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of a low-cardinality text column (SURVEY, PROGRAM) and the stripped names.
+
+    One vectorised comparison per distinct value: for the handful of survey and program names this
+    is several times faster than ``np.unique`` (a sort of N strings) and allocates one int array.
+    Above ``max_distinct`` distinct values it falls back to ``np.unique``.
+
+    Returns
+    -------
+    codes : ndarray of int32, shape (N,)
+    names : ndarray of str, shape (K,)
+        ``names[codes]`` is the column, leading/trailing blanks stripped; names sorted, unique.
+    """
+    a = np.asarray(a)
+    n = a.size
+    codes = np.full(n, -1, dtype=np.int32)
+    found = []
+    start = 0
+    while start < n and len(found) < max_distinct:
+        value = a[start]
+        hit = a == value
+        codes[hit] = len(found)
+        found.append(value)
+        rest = np.flatnonzero(codes[start:] < 0)
+        if rest.size == 0:
+            break
+        start += int(rest[0])
+    else:
+        if n and (codes < 0).any():  # many distinct values: a sort is cheaper
+            names, inv = np.unique(a, return_inverse=True)
+            found, codes = list(names), inv.ravel().astype(np.int32)
+    text = np.array([v.decode("ascii", "replace") if isinstance(v, bytes) else str(v) for v in found], dtype=str)
+    text = np.char.strip(text) if text.size else text
+    # distinct raw values can become equal once stripped: merge them, and sort the names
+    names, remap = np.unique(text, return_inverse=True)
+    return (remap.ravel().astype(np.int32)[codes] if n else codes), names

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from catalog_tool.report.stats import text_codes
 from catalog_tool.vac import flags as fl
 
 __all__ = ["flag_table", "group_table", "label_table", "summarize"]
@@ -40,37 +41,41 @@ def flag_table(*, flags: np.ndarray) -> list[dict]:
     return rows
 
 
-def group_table(*, keys: list[np.ndarray], names: list[str], flag_bad: np.ndarray,
+def group_table(*, keys: list[tuple[np.ndarray, np.ndarray]], names: list[str], flag_bad: np.ndarray,
                 estimated: np.ndarray) -> list[dict]:
     """Rows, estimated rows and FLAG_BAD rows per distinct combination of ``keys``.
 
     Parameters
     ----------
-    keys : list of ndarray of str, each shape (N,)
-        E.g. ``[SURVEY]`` or ``[SURVEY, PROGRAM]``.
+    keys : list of (codes, names)
+        Text columns as integer codes per row and the names they index (see
+        :func:`~catalog_tool.report.stats.text_codes`), e.g. ``[SURVEY]`` or ``[SURVEY, PROGRAM]``.
     names : list of str
         Names of the keys in the output rows.
     flag_bad, estimated : ndarray of bool, shape (N,)
+
+    Returns
+    -------
+    list of dict
+        Sorted by the keys: the key values, ``rows``, ``estimated``, ``flag_bad``, ``flag_bad_fraction``.
     """
     n = flag_bad.size
     if n == 0:
         return []
-    codes = np.zeros(n, dtype=np.int64)
-    uniques = []
-    for k in keys:
-        u, inv = np.unique(k, return_inverse=True)
-        uniques.append(u)
-        codes = codes * len(u) + inv.ravel()
-    present, inv = np.unique(codes, return_inverse=True)
+    combined = np.zeros(n, dtype=np.int64)
+    for codes, labels in keys:
+        combined = combined * len(labels) + codes
+    present, inv = np.unique(combined, return_inverse=True)
+    inv = inv.ravel()
     rows_n = np.bincount(inv)
     est_n = np.bincount(inv, weights=estimated).astype(np.int64)
     bad_n = np.bincount(inv, weights=flag_bad).astype(np.int64)
     out = []
-    for j, code in enumerate(present):
+    for j, code in enumerate(present):  # one row per distinct group
         parts = []
-        for u in reversed(uniques):
-            parts.append(str(u[code % len(u)]))
-            code //= len(u)
+        for _, labels in reversed(keys):
+            parts.append(str(labels[code % len(labels)]))
+            code //= len(labels)
         row = dict(zip(names, reversed(parts)))
         row.update(rows=int(rows_n[j]), estimated=int(est_n[j]), flag_bad=int(bad_n[j]),
                    flag_bad_fraction=float(bad_n[j] / rows_n[j]))
@@ -94,7 +99,7 @@ def label_table(*, columns: dict, labels, good: np.ndarray) -> list[dict]:
     return out
 
 
-def summarize(*, columns: dict, labels, good_only: bool = True) -> dict:
+def summarize(*, columns: dict, labels, good_only: bool = True, codes: dict | None = None) -> dict:
     """Everything the report's tables show, as a JSON-ready dict.
 
     Parameters
@@ -104,6 +109,9 @@ def summarize(*, columns: dict, labels, good_only: bool = True) -> dict:
     labels : sequence of str
     good_only : bool
         Whether the label statistics use only rows without FLAG_BAD (the counts never do).
+    codes : dict, optional
+        ``SURVEY`` and ``PROGRAM`` as (codes, names) (as ``read_vac_columns`` gives them);
+        computed from ``columns["SURVEY"]``/``columns["PROGRAM"]`` text when not given.
 
     Returns
     -------
@@ -118,6 +126,10 @@ def summarize(*, columns: dict, labels, good_only: bool = True) -> dict:
     good = ~flag_bad if good_only else np.ones(n, bool)
     n_bad = int(flag_bad.sum())
     primary = columns.get("PRIMARY")
+    codes = dict(codes or {})
+    for name in ("SURVEY", "PROGRAM"):
+        if name not in codes:
+            codes[name] = text_codes(columns[name])
     return {
         "rows": n,
         "estimated": int(estimated.sum()),
@@ -127,9 +139,9 @@ def summarize(*, columns: dict, labels, good_only: bool = True) -> dict:
         "healpix_pixels": int(np.unique(columns["HEALPIX"]).size),
         "good_only": bool(good_only),
         "flags": flag_table(flags=columns["FLAGS"]),
-        "by_survey": group_table(keys=[columns["SURVEY"]], names=["survey"], flag_bad=flag_bad,
+        "by_survey": group_table(keys=[codes["SURVEY"]], names=["survey"], flag_bad=flag_bad,
                                  estimated=estimated),
-        "by_program": group_table(keys=[columns["SURVEY"], columns["PROGRAM"]], names=["survey", "program"],
+        "by_program": group_table(keys=[codes["SURVEY"], codes["PROGRAM"]], names=["survey", "program"],
                                   flag_bad=flag_bad, estimated=estimated),
         "labels": label_table(columns=columns, labels=labels, good=good),
     }
