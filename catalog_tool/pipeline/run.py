@@ -14,6 +14,7 @@ running Dask distributed scheduler (one model per worker process, loaded once an
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -103,7 +104,10 @@ def _distributed_map(parts: list[dict], kwargs: dict, cfg: AnnotateConfig, on_do
     from distributed import Client, as_completed
 
     with Client(cfg.scheduler, timeout="30s") as client:
-        futures = client.map(part_mod.run_partition, parts, pure=False, **kwargs)
+        # bind the settings with partial: Client.map has keywords of its own (batch_size, key, ...)
+        # that would silently swallow ours
+        task = functools.partial(part_mod.run_partition, **kwargs)
+        futures = client.map(task, parts, key=[f"stxcat-partition-{p['index']}" for p in parts], pure=False)
         results = []
         for fut in as_completed(futures):
             info = fut.result()

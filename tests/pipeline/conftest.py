@@ -68,3 +68,34 @@ def reference_vac(tmp_path_factory, desi_release, tiny_bundle) -> str:
     return os.fspath(out)
 
 
+
+
+@pytest.fixture(scope="session")
+def other_bundle(tmp_path_factory) -> str:
+    """A second, different bundle (one member) to test that a resume refuses a changed model."""
+    from catalog_tool.models.bundle import make_provenance, save_bundle
+    from catalog_tool.preprocess.grid import ModelGrid
+    from catalog_tool.preprocess.settings import PreprocessSettings
+    from catalog_tool.train.loop import TrainConfig
+    from catalog_tool.train.pretrain import pretrain
+    from catalog_tool.train.synthetic import toy_labels, toy_spectra
+
+    rng = np.random.default_rng(12)
+    labels = toy_labels(64, rng=rng)
+    flux, _ = toy_spectra(labels=labels, rng=rng)
+    ens = pretrain(flux=flux, labels={k: labels[k] for k in LABELS}, hidden=(8,), heads="multi-label",
+                   ensemble=1, config=TrainConfig(epochs=1))
+    path = tmp_path_factory.mktemp("bundle") / "other"
+    save_bundle(path, members=ens.members, config=ens.config, heads=ens.heads, labels=ens.labels,
+                grid=ModelGrid(), preprocess=PreprocessSettings(),
+                provenance=make_provenance(command="tests/pipeline", seed=12))
+    return os.fspath(path)
+
+
+@pytest.fixture(scope="session")
+def desi_release6(tmp_path_factory):
+    """Six pixels x 40 fibres: enough partitions (one pixel each) to kill a run in the middle."""
+    from catalog_tool.sim.desi import simulate_desi
+
+    out = tmp_path_factory.mktemp("desi6") / "rel"
+    return simulate_desi(out, pixels=6, per_pixel=40, seed=6, resolution=False, checksum=False)
