@@ -218,5 +218,191 @@ def report(vac, out, truth, good_only):
         click.echo(f"matched {s['truth']['matched']} rows to {truth}; metrics in {out}/metrics.md")
 
 
+# ---------------------------------------------------------------------------------------------
+# pretrain, finetune, evaluate, models
+# ---------------------------------------------------------------------------------------------
+def _train_options(func):
+    """Options shared by pretrain and finetune (defaults: the paper's)."""
+    opts = [
+        click.option("--labels", "labels_path", required=True, type=click.Path(dir_okay=False, path_type=str),
+                     help="Label table (FITS or CSV), joined by TARGETID/OBSID or else by RA/DEC within 1 arcsec."),
+        click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=str),
+                     help="Bundle folder to write (manifest.json, weights.safetensors, training_log.jsonl)."),
+        click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True),
+        click.option("--lr", type=float, default=1e-5, show_default=True, help="AdamW learning rate."),
+        click.option("--weight-decay", type=float, default=1e-4, show_default=True),
+        click.option("--val-fraction", type=float, default=0.1, show_default=True,
+                     help="Held out for validation (best-validation checkpoint, early stopping)."),
+        click.option("--patience", type=click.IntRange(min=1), default=None,
+                     help="Stop after this many epochs without a better validation loss  [default: off]."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seeds the split; ensemble member m uses seed + m."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads."),
+        click.option("--cache", type=click.Path(dir_okay=False, path_type=str), default=None,
+                     help="Preprocessed-set cache (.npz): read if present, else written."),
+        click.option("--float16", is_flag=True, help="Store weights as float16 (refused if any prediction "
+                                                     "moves by more than 1e-3 dex)."),
+        click.option("--overwrite", is_flag=True, help="Replace a bundle already at --out."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _command_line() -> str:
+    """The current command rebuilt from its parsed parameters (recorded in bundle provenance)."""
+    import shlex
+
+    ctx = click.get_current_context()
+    parts = ["stxcat", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if isinstance(param, click.Argument):
+            parts += [str(v) for v in (value if isinstance(value, tuple) else (value,))]
+        elif value is None or value is False or value == ():
+            continue
+        elif param.is_flag:
+            parts.append(param.opts[0])
+        else:
+            for v in value if isinstance(value, tuple) else (value,):
+                parts += [param.opts[0], str(v)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _train_config(o: dict, *, freeze_bn: bool = False):
+    from catalog_tool.train.loop import TrainConfig
+
+    return TrainConfig(epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], weight_decay=o["weight_decay"],
+                       val_fraction=o["val_fraction"], seed=o["seed"], patience=o["patience"], device=o["device"],
+                       freeze_bn=freeze_bn)
+
+
+def _report_trained(outcome) -> None:
+    b = outcome.bundle
+    click.echo(f"wrote bundle {b.path}: {b.ensemble_size} members, labels {', '.join(b.label_names)}, "
+               f"method {b.method}, {outcome.n_spectra} spectra; log {outcome.log_path}")
+    if outcome.failures:
+        click.echo(f"{len(outcome.failures)} input file(s) could not be read:", err=True)
+        for path, reason in outcome.failures[:5]:
+            click.echo(f"  {path}: {reason}", err=True)
+        sys.exit(EXIT_SOME_FILES_FAILED)
+
+
+@main.command()
+@click.argument("spectra", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--label", "names", multiple=True, required=True,
+              help="Label column to learn (repeat: --label FEH --label ALPHAFE).")
+@click.option("--ensemble", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Members trained from different seeds (their spread is the model uncertainty).")
+@click.option("--heads", type=click.Choice(["per-label", "multi-label"]), default="per-label", show_default=True,
+              help="One network per label (the paper) or one network with an output per label (faster).")
+@click.option("--hidden", default="1024,512,64", show_default=True, help="Hidden layer widths.")
+@_train_options
+@friendly_errors
+def pretrain(spectra, names, ensemble, heads, hidden, **o):
+    """Pre-train an ensemble of MLPs on labelled SPECTRA (e.g. LAMOST) and write a model bundle.
+
+    Spectra are read, joined to the label table, preprocessed once on the default grid and
+    settings, split 9:1 by --seed, and trained with AdamW keeping the best-validation weights.
+    """
+    from catalog_tool.errors import ConfigError
+    from catalog_tool.train.commands import run_pretrain, set_threads
+
+    try:
+        widths = tuple(int(h) for h in hidden.split(","))
+    except ValueError:
+        raise ConfigError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+    set_threads(o.pop("threads"))
+    outcome = run_pretrain(spectra, labels_path=o["labels_path"], names=list(names), out=o["out"],
+                           config=_train_config(o), hidden=widths, heads=heads, ensemble=ensemble, cache=o["cache"],
+                           float16=o["float16"], overwrite=o["overwrite"], command=_command_line())
+    _report_trained(outcome)
+
+
+@main.command()
+@click.argument("bundle")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--method", required=True, type=click.Choice(["zero-shot", "adapter", "lora", "full"]),
+              help="zero-shot: unchanged; adapter: frozen network + residual head on its 64-d features; "
+                   "lora: low-rank updates of every Linear, merged for inference; full: all weights.")
+@click.option("--label", "names", multiple=True,
+              help="Labels to fine-tune on  [default: every bundle label in the table].")
+@click.option("--rank", type=click.IntRange(min=1), default=8, show_default=True, help="LoRA rank r.")
+@click.option("--alpha", type=float, default=16.0, show_default=True, help="LoRA scale alpha (update x alpha/r).")
+@click.option("--head-hidden", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Hidden width of the adapter's residual head.")
+@click.option("--freeze-bn", is_flag=True, help="full: keep the BatchNorm statistics fixed.")
+@_train_options
+@friendly_errors
+def finetune(bundle, inputs, method, names, rank, alpha, head_hidden, freeze_bn, **o):
+    """Fine-tune BUNDLE (name or folder) on labelled INPUTS (e.g. DESI) and write a new bundle.
+
+    The labels keep the pre-trained scaling; adapter heads and LoRA factors are stored in the new
+    bundle beside the frozen weights, and its manifest records the parent's sha256.
+    """
+    from catalog_tool.train.commands import run_finetune, set_threads
+
+    set_threads(o.pop("threads"))
+    outcome = run_finetune(bundle, inputs, labels_path=o["labels_path"], method=method, out=o["out"],
+                           config=_train_config(o, freeze_bn=freeze_bn), names=list(names) or None, rank=rank,
+                           alpha=alpha, head_hidden=head_hidden, cache=o["cache"], float16=o["float16"],
+                           overwrite=o["overwrite"], command=_command_line())
+    _report_trained(outcome)
+
+
+@main.command()
+@click.argument("bundle")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--labels", "labels_path", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="Reference label table (FITS or CSV), joined by TARGETID/OBSID or by RA/DEC.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder for metrics.md, metrics.fits and the PNG plots (created if needed).")
+@click.option("--noise", type=click.Choice(["linear", "mc", "none"]), default="linear", show_default=True,
+              help="Flux-noise propagation into the uncertainties.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
+@click.option("--cache", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Preprocessed-set cache (.npz): read if present, else written.")
+@friendly_errors
+def evaluate(bundle, inputs, labels_path, out, noise, device, batch_size, threads, cache):
+    """Evaluate BUNDLE on labelled INPUTS: metrics, calibration and plots.
+
+    Bias (mean residual), robust scatter (1.4826 x MAD), MAE, R^2 and N per label, overall and
+    split at reference [Fe/H] = -1; the spread of (predicted - reference) / error per S/N bin;
+    plots of predicted vs reference and residuals vs [Fe/H] and S/N.
+    """
+    from catalog_tool.train.commands import run_evaluate, set_threads
+
+    set_threads(threads)
+    res = run_evaluate(bundle, inputs, labels_path=labels_path, out=out, device=device, batch_size=batch_size,
+                       noise=noise, cache=cache)
+    click.echo(res["markdown"])
+    click.echo(f"wrote {len(res['files'])} files to {out}")
+    if res["failures"]:
+        click.echo(f"{len(res['failures'])} input file(s) could not be read", err=True)
+        sys.exit(EXIT_SOME_FILES_FAILED)
+
+
+@main.command()
+@click.argument("bundles", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+@friendly_errors
+def models(bundles, as_json):
+    """List the bundled models and the given BUNDLES (names or folders) with their key facts.
+
+    Each bundle is verified (sha256, tensors, format); one that fails is listed as UNUSABLE with
+    the reason, and the exit status is then 1.
+    """
+    from catalog_tool.train.commands import bundles_json, describe_bundles, format_bundles
+
+    rows = describe_bundles(bundles)
+    click.echo(bundles_json(rows) if as_json else format_bundles(rows))
+    if any("error" in r for r in rows):
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

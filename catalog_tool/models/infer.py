@@ -30,6 +30,7 @@ import torch
 
 from catalog_tool.errors import ConfigError
 from catalog_tool.models.bundle import Bundle
+from catalog_tool.models.mlp import PerLabelStack
 
 __all__ = ["Prediction", "predict", "NOISE_METHODS", "resolve_device", "DEFAULT_BATCH_SIZE"]
 
@@ -73,12 +74,21 @@ def _to_device(a: np.ndarray, dev: torch.device) -> torch.Tensor:
 
 def _linear_noise_var(members, x: torch.Tensor, sigma2: torch.Tensor, n_labels: int):
     """Member outputs (M, n, L) and first-order noise variance (n, L) of their mean."""
+    # Rows are independent in evaluation mode, so the gradient of a column's sum over rows is
+    # every row's own gradient.
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
+        if all(isinstance(m, PerLabelStack) for m in members):
+            # One network per label: build each label's graph from its own networks only, so its
+            # backward pass does not also run (with zero gradients) through the L - 1 others.
+            cols = [torch.stack([m.nets[j](x) for m in members]) for j in range(n_labels)]  # (M, n, 1) each
+            var = torch.stack([
+                (torch.autograd.grad(c.mean(0).sum(), x, retain_graph=j < n_labels - 1)[0].square() * sigma2).sum(-1)
+                for j, c in enumerate(cols)], dim=1)
+            return torch.cat(cols, dim=2).detach(), var
         outs = torch.stack([m(x) for m in members])
         mean = outs.mean(0)
-        # One batched backward pass per label: grad_outputs[l] selects label l for every row
-        # (rows are independent in evaluation mode, so the sum over rows separates them).
+        # Shared network: one batched backward pass for all labels (one larger matmul).
         basis = torch.eye(n_labels, dtype=mean.dtype, device=mean.device)[:, None, :].expand(n_labels, *mean.shape)
         (grads,) = torch.autograd.grad(mean, x, grad_outputs=basis, is_grads_batched=True)
     var = (grads.square() * sigma2).sum(-1).T  # (n, L)

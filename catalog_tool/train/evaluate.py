@@ -104,7 +104,7 @@ def format_markdown(rows: list[dict], *, columns: list[str] | None = None, digit
 
     def fmt(v):
         if isinstance(v, (float, np.floating)):
-            return "nan" if not np.isfinite(v) else f"{v:.{digits}g}"
+            return ("inf" if v > 0 else "-inf") if np.isinf(v) else "nan" if np.isnan(v) else f"{v:.{digits}g}"
         return str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]

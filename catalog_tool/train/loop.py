@@ -124,6 +124,15 @@ def predict_scaled(module: nn.Module, x: np.ndarray, *, device="cpu", batch_size
     return torch.cat(out).numpy()
 
 
+def _adamw(params, config: TrainConfig) -> torch.optim.Optimizer:
+    # The fused kernel does the whole update in one pass over the parameters: at batch 32 the
+    # per-step update of 2M parameters otherwise costs more than the forward and backward passes.
+    try:
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    except (RuntimeError, TypeError):  # device or torch build without the fused kernel
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def train_network(module: nn.Module, *, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
                   config: TrainConfig, seed: int, log: TrainLog | None = None, tag: dict | None = None) -> dict:
     """Train the trainable parameters of ``module`` in place; keep the best-validation weights.
@@ -156,7 +165,7 @@ def train_network(module: nn.Module, *, x: np.ndarray, y: np.ndarray, train_idx:
         raise ConfigError(f"too few labelled spectra to train ({len(train_idx)} training, {len(val_idx)} validation)")
     dev = resolve_device(config.device)
     module.to(dev)
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    opt = _adamw(params, config)
     order = np.random.default_rng(seed)
     train_idx, val_idx = np.asarray(train_idx), np.sort(np.asarray(val_idx))
     y_val = torch.from_numpy(np.asarray(y[val_idx], np.float32))
