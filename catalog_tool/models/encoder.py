@@ -304,12 +304,14 @@ class EmbeddingMember(nn.Module):
             return enc(x)
         # Without gradients a frozen encoder shared by M members computes the same embedding M
         # times; keep the last one, keyed by the very tensor object (held, so its id cannot be
-        # reused) and its in-place version counter.
+        # reused) and its in-place version counter (inference tensors have none: predict never
+        # modifies its batch in place).
+        version = -1 if x.is_inference() else x._version
         cache = enc.__dict__.get("_stx_cache")
-        if cache is not None and cache[0] is x and cache[1] == x._version:
+        if cache is not None and cache[0] is x and cache[1] == version:
             return cache[2]
         emb = enc(x)
-        enc.__dict__["_stx_cache"] = (x, x._version, emb)
+        enc.__dict__["_stx_cache"] = (x, version, emb)
         return emb
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -334,6 +334,9 @@ class TrainedEmbedding:
                 diffs = _compare(_as_dict(asked, key), self.encoder.manifest[key])
                 if diffs:
                     raise ConfigError(f"the encoder was made for another {key}: " + "; ".join(diffs))
+        if kwargs.pop("float16", False):
+            raise ConfigError("float16 storage is not offered for embedding bundles (the encoder is stored as float32)")
+        kwargs.pop("check_flux", None)  # only used by float16 storage
         extra = dict(kwargs.pop("extra", None) or {})
         extra.setdefault("training", self.summary)
         return save_embedding_bundle(path, members=self.members, encoder=self.encoder, head_config=self.config,

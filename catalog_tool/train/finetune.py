@@ -54,6 +54,12 @@ def finetune(bundle: Bundle, *, flux: np.ndarray, labels: dict[str, np.ndarray],
         New members (the bundle's are deep-copied), the bundle's label scaling, and the method's
         structure description for the new bundle's manifest.
     """
+    if bundle.manifest["architecture"].get("kind") == "embedding-mlp":
+        # Encoder + heads: LoRA also on the encoder's attention (train.encoder, docs/encoder.md).
+        from catalog_tool.train.encoder import finetune_embedding
+
+        return finetune_embedding(bundle, flux=flux, labels=labels, method=method, config=config, rank=rank,
+                                  alpha=alpha, head_hidden=head_hidden, log_path=log_path)
     spec = finetune_spec(method, rank=rank, alpha=alpha, head_hidden=head_hidden)
     if bundle.method == "adapter" and method != "zero-shot":
         raise ConfigError(f"bundle {bundle.name} already carries adapter heads; fine-tune its parent bundle instead")
