@@ -268,7 +268,8 @@ def distributions_figure(*, values: dict, reference: dict | None = None, referen
             _empty(ax)
         ax.set_xlabel(_text(lab))
         ax.set_ylabel("stars")
-        ax.legend(fontsize=7, loc="upper left")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper left")
     fig.suptitle("Label distributions")
     return fig
 
