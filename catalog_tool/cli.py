@@ -299,9 +299,12 @@ def _report_trained(outcome) -> None:
 @click.option("--heads", type=click.Choice(["per-label", "multi-label"]), default="per-label", show_default=True,
               help="One network per label (the paper) or one network with an output per label (faster).")
 @click.option("--hidden", default="1024,512,64", show_default=True, help="Hidden layer widths.")
+@click.option("--encoder", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="Encoder bundle (stxcat pretrain-encoder): train the MLPs on its frozen embeddings instead "
+                   "of on the spectra; the encoder is copied into the bundle and pinned by sha256.")
 @_train_options
 @friendly_errors
-def pretrain(spectra, names, ensemble, heads, hidden, **o):
+def pretrain(spectra, names, ensemble, heads, hidden, encoder, **o):
     """Pre-train an ensemble of MLPs on labelled SPECTRA (e.g. LAMOST) and write a model bundle.
 
     Spectra are read, joined to the label table, preprocessed once on the default grid and
@@ -315,10 +318,79 @@ def pretrain(spectra, names, ensemble, heads, hidden, **o):
     except ValueError:
         raise ConfigError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
     set_threads(o.pop("threads"))
+    if encoder is not None:
+        from catalog_tool.train.encoder_commands import run_pretrain_embedding
+
+        if o["float16"]:
+            raise ConfigError("--float16 is not offered with --encoder (embedding bundles are stored as float32)")
+        outcome = run_pretrain_embedding(spectra, encoder=encoder, labels_path=o["labels_path"], names=list(names),
+                                         out=o["out"], config=_train_config(o), hidden=widths, heads=heads,
+                                         ensemble=ensemble, cache=o["cache"], overwrite=o["overwrite"],
+                                         command=_command_line())
+        return _report_trained(outcome)
     outcome = run_pretrain(spectra, labels_path=o["labels_path"], names=list(names), out=o["out"],
                            config=_train_config(o), hidden=widths, heads=heads, ensemble=ensemble, cache=o["cache"],
                            float16=o["float16"], overwrite=o["overwrite"], command=_command_line())
     _report_trained(outcome)
+
+
+@main.command("pretrain-encoder")
+@click.argument("spectra", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Encoder bundle folder to write (manifest.json, weights.safetensors, training_log.jsonl).")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--preset", type=click.Choice(["default", "medium", "specclip"]), default="default", show_default=True,
+              help="Size: default 128 wide/2 layers/4 heads (CPU); medium 256/4/4; specclip 768/6/6 (GPU).")
+@click.option("--width", type=click.IntRange(min=8), default=None, help="Transformer width (overrides --preset).")
+@click.option("--layers", type=click.IntRange(min=1), default=None, help="Transformer layers (overrides --preset).")
+@click.option("--heads", type=click.IntRange(min=1), default=None, help="Attention heads (overrides --preset).")
+@click.option("--contrastive-with", "contrastive_with", multiple=True, type=click.Path(path_type=str),
+              help="Second view of the same stars (e.g. DESI spectra; repeatable): adds a CLIP-style InfoNCE "
+                   "term aligning the two views. Pairs by sky position within 1.5 arcsec, or --pair-truth.")
+@click.option("--pair-truth", nargs=2, default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Simulated releases: pair by LABEL_ROW of the two truth tables (SPECTRA's, then the second view's).")
+@click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak AdamW learning rate (warm-up, cosine).")
+@click.option("--mask-ratio", type=float, default=0.3, show_default=True, help="Fraction of tokens masked.")
+@click.option("--patience", type=click.IntRange(min=1), default=None,
+              help="Stop after this many epochs without a better validation loss  [default: off].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, the weights and the masks.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
+@click.option("--overwrite", is_flag=True, help="Replace a bundle already at --out.")
+@friendly_errors
+def pretrain_encoder_cmd(spectra, out, epochs, preset, width, layers, heads, contrastive_with, pair_truth, batch_size,
+                         lr, mask_ratio, patience, seed, device, threads, overwrite):
+    """Pre-train a transformer spectral encoder on unlabelled SPECTRA (masked-chunk reconstruction).
+
+    Spectra are read, stars selected and preprocessed on the default grid; the encoder (docs/encoder.md)
+    learns to reconstruct masked runs of 20-pixel tokens. Use the result with `stxcat pretrain --encoder`.
+    """
+    from catalog_tool.models.encoder import ENCODER_PRESETS
+    from catalog_tool.train.commands import set_threads
+    from catalog_tool.train.encoder import EncoderTrainConfig
+    from catalog_tool.train.encoder_commands import run_pretrain_encoder
+
+    set_threads(threads)
+    shape = {**ENCODER_PRESETS[preset], **{k: v for k, v in (("width", width), ("layers", layers), ("heads", heads))
+                                           if v is not None}}
+    cfg = EncoderTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, mask_ratio=mask_ratio, patience=patience,
+                             seed=seed, device=device)
+    r = run_pretrain_encoder(spectra, out=out, config=cfg, encoder_config=shape, contrastive_with=list(contrastive_with),
+                             pair_truth=tuple(pair_truth) if pair_truth else None, overwrite=overwrite,
+                             command=_command_line())
+    s = r.encoder.manifest["training"]
+    click.echo(f"wrote encoder {r.encoder.path}: {shape['width']} wide, {shape['layers']} layers, {shape['heads']} heads; "
+               f"{r.n_spectra} spectra{' (pairs)' if contrastive_with else ''}; validation loss "
+               f"{s['initial_val']['total']:.4g} -> {s['best_val_loss']:.4g}; {s['seconds_per_epoch']} s/epoch; "
+               f"log {r.log_path}")
+    parts = [r.report["a"], r.report["b"]] if "a" in r.report else [r.report]
+    skipped = [f for part in parts for f in part["files_skipped"]]
+    if skipped:
+        click.echo(f"{len(skipped)} input file(s) could not be read:", err=True)
+        for path, reason in skipped[:5]:
+            click.echo(f"  {path}: {reason}", err=True)
+        sys.exit(EXIT_SOME_FILES_FAILED)
 
 
 @main.command()

@@ -555,6 +555,8 @@ def pair_by_position(*, ra_a: np.ndarray, dec_a: np.ndarray, ra_b: np.ndarray, d
     d, j = cKDTree(ub[fb]).query(ua[fa], distance_upper_bound=chord)
     hit = np.isfinite(d)
     ia, ib, d = ia_all[hit], ib_all[j[hit]], d[hit]
+    if not len(ia):
+        return ia, ib
     # One-to-one: for a b row claimed twice keep the closer a row.
     order = np.lexsort((d, ib))
     ia, ib = ia[order], ib[order]
