@@ -16,7 +16,7 @@ from catalog_tool.batch import SpectraBatch
 from catalog_tool.preprocess.masks import bad_pixels
 from catalog_tool.preprocess.settings import DESI_ARM_R, PreprocessSettings
 
-__all__ = ["Joined", "join_arms", "arm_sigma"]
+__all__ = ["Joined", "join_arms", "arm_sigma", "columns_in_range"]
 
 #: FWHM / sigma of a Gaussian.
 FWHM_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -72,7 +72,7 @@ def arm_sigma(arm, *, settings: PreprocessSettings, cols=slice(None)) -> np.ndar
     return wave / (FWHM_SIGMA * np.interp(wave, [w0, w1], [r0, r1]))
 
 
-def _columns(wave: np.ndarray, lo: float, hi: float) -> slice:
+def columns_in_range(wave: np.ndarray, lo: float, hi: float) -> slice:
     """The contiguous column range holding every pixel with lo <= wave <= hi in any row."""
     with np.errstate(invalid="ignore"):
         inside = (wave >= lo) & (wave <= hi)
@@ -105,7 +105,7 @@ def join_arms(batch: SpectraBatch, *, lo: float, hi: float, settings: Preprocess
     n = len(batch)
     parts = []
     for arm in batch.arms.values():
-        cols = _columns(arm.wave, lo, hi)
+        cols = columns_in_range(arm.wave, lo, hi)
         if cols.stop > cols.start:
             parts.append((arm, cols))
     if not parts:
@@ -123,6 +123,13 @@ def join_arms(batch: SpectraBatch, *, lo: float, hi: float, settings: Preprocess
         wave, flux, ivar, bad, sig = cut(*parts[0])
         if wave.ndim == 2:
             bad = bad | ~np.isfinite(wave)
+            # LAMOST files of one release share their log-linear grid: when every row holds the
+            # same wavelengths over the needed range, one shared grid makes every later step
+            # cheaper (one design matrix, one interpolation table)
+            if np.isfinite(wave[0]).all() and np.array_equal(wave, np.broadcast_to(wave[0], wave.shape)):
+                wave = wave[0]
+                if sig is not None and sig.ndim == 2:
+                    sig = sig[0]
         ivar = np.where(bad, np.float32(0), ivar).astype(np.float32, copy=False)
         return Joined(wave, flux.astype(np.float32, copy=False), ivar, bad, sig)
 
@@ -137,10 +144,12 @@ def join_arms(batch: SpectraBatch, *, lo: float, hi: float, settings: Preprocess
     count = np.zeros(union.size)
     for w, flux, ivar, bad, sig in cuts:  # loop over (at most three) arms, not spectra
         j = np.searchsorted(union, np.round(w, 4))
+        if j.size and np.all(np.diff(j) == 1):  # the usual case: a contiguous block of the union
+            j = slice(int(j[0]), int(j[-1]) + 1)
         iv = np.where(bad, 0.0, ivar)
         fsum[:, j] += np.where(bad, 0.0, flux) * iv
         isum[:, j] += iv
-        count[j] += 1
+        count[j] += 1  # (a slice or distinct indices: no repeated index is lost)
         if want_sigma:
             sig_sum[:, j] += np.broadcast_to(sig, flux.shape)
     bad = ~(isum > 0)

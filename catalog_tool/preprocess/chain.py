@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from catalog_tool.batch import Arm, SpectraBatch
-from catalog_tool.preprocess.arms import FWHM_SIGMA, join_arms
+from catalog_tool.preprocess.arms import FWHM_SIGMA, columns_in_range, join_arms
 from catalog_tool.preprocess.continuum import CONT_BAD_BITS, CONT_NO_DATA, gaspp_continuum
 from catalog_tool.preprocess.grid import ModelGrid, resample_to_grid
 from catalog_tool.preprocess.lsf import match_resolution
@@ -22,6 +22,9 @@ from catalog_tool.preprocess.rv import redshifts, rest_wave
 from catalog_tool.preprocess.settings import PreprocessSettings
 
 __all__ = ["Preprocessed", "preprocess_batch", "needed_range", "DIAGNOSTIC_COLUMNS"]
+
+#: Native pixels per chunk of rows (the chunk's working arrays then stay in the CPU caches).
+CHUNK_PIXELS = 250_000
 
 #: Diagnostics per spectrum: name -> (dtype, description). The VAC carries them.
 DIAGNOSTIC_COLUMNS = {
@@ -138,7 +141,7 @@ def _chunk(batch: SpectraBatch, i: int, j: int) -> SpectraBatch:
 
 
 def preprocess_batch(batch: SpectraBatch, *, grid: ModelGrid, settings: PreprocessSettings,
-                     keep_continuum: bool = False, chunk_rows: int = 96) -> Preprocessed:
+                     keep_continuum: bool = False, chunk_rows: int | None = None) -> Preprocessed:
     """Turn a batch of spectra into continuum-normalised model inputs on the model grid.
 
     Steps: masks -> arms joined over the needed range -> [resolution match] -> bad pixels
@@ -155,10 +158,11 @@ def preprocess_batch(batch: SpectraBatch, *, grid: ModelGrid, settings: Preproce
         The model's preprocessing settings (from the model bundle).
     keep_continuum : bool
         Also return the continuum on the grid (QA).
-    chunk_rows : int
+    chunk_rows : int, optional
         Rows processed together. Every step is vectorised over the rows of a chunk; chunks of
-        ~100 spectra keep the working arrays in the CPU cache, which is several times faster than
-        one pass over a large batch. The result does not depend on it.
+        about :data:`CHUNK_PIXELS` native pixels (~100 DESI B-arm spectra) keep the working arrays
+        in the CPU cache, which is several times faster than one pass over a large batch.
+        Default: chosen from the number of pixels per spectrum. The result does not depend on it.
 
     Returns
     -------
@@ -178,7 +182,11 @@ def preprocess_batch(batch: SpectraBatch, *, grid: ModelGrid, settings: Preproce
     ivar = np.zeros((n, grid.npix), np.float32)
     cont = np.ones((n, grid.npix), np.float32) if keep_continuum else None
     diag = {k: np.zeros(n, dt) for k, (dt, _) in DIAGNOSTIC_COLUMNS.items()}
-    step = max(int(chunk_rows), 1)
+    if chunk_rows is None:
+        npix = sum(columns_in_range(a.wave, *obs).stop - columns_in_range(a.wave, *obs).start
+                   for a in batch.arms.values())
+        chunk_rows = CHUNK_PIXELS // max(npix, 1)
+    step = max(int(chunk_rows), 8)
     for i in range(0, n, step):  # loop over chunks of rows; each chunk is fully vectorised
         j = min(i + step, n)
         part = _chunk(batch, i, j)

@@ -146,3 +146,19 @@ def test_arm_overlap_combined_by_inverse_variance():
     assert j.ivar[0, k] == 4
     assert j.flux[0, 0] == 10 and j.flux[0, -1] == 20
     assert np.all(np.diff(j.wave) > 0.7)  # the overlap did not duplicate pixels
+
+
+def test_result_does_not_depend_on_chunking(rng):
+    n = 21
+    flux = _spectrum(rng, n).astype(np.float32)
+    flux += rng.normal(size=flux.shape).astype(np.float32) * 3
+    flux[5, 100:300] = np.nan
+    batch = batch_from({"B": (DESI_B, flux, np.full(flux.shape, 0.1, np.float32))}, n,
+                       Z=rng.normal(0, 5e-4, n))
+    s = PreprocessSettings(rest_frame=True)
+    a = preprocess_batch(batch, grid=GRID, settings=s)
+    b = preprocess_batch(batch, grid=GRID, settings=s, chunk_rows=8)
+    np.testing.assert_array_equal(a.flux, b.flux)
+    np.testing.assert_array_equal(a.ivar, b.ivar)
+    for k in a.diagnostics:
+        np.testing.assert_array_equal(a.diagnostics[k], b.diagnostics[k])

@@ -59,6 +59,18 @@ def test_reference_agreement_simulated(rng):
     res = _compare_continuum(DESI_B, flux.astype(np.float32), ivar.astype(np.float32), mask, s)
     assert res.hot[3] and not res.hot[0]  # the 7300 K star is hot, the giant is not
 
+    # rest frame: segment membership per row, polynomial basis on the shared observed grid
+    z = np.array([3e-4, -5e-4, 1e-3, 0.0, -2e-4, 6e-4])
+    wr = DESI_B[None, :] / (1 + z[:, None])
+    bad = bad_pixels(flux=flux, ivar=ivar, mask=mask)
+    clean = interpolate_bad(wave=DESI_B, flux=flux, bad=bad)
+    res = gaspp_continuum(wave=DESI_B, wave_rest=wr, flux=clean, snr=snr[:, 0], settings=s,
+                          fit_red=False)
+    for i in range(n):
+        cref, hot = ref.continuum_one(DESI_B, clean[i], snr[i, 0], s, True, False, wave_rest=wr[i])
+        np.testing.assert_allclose(res.continuum[i], cref, rtol=1e-3)
+        assert res.hot[i] == hot
+
 
 def test_reference_agreement_real_desi(realdata):
     b = read_coadd(realdata / "desi" / "coadd-sv3-dark-26065.fits", arms=("B",))
