@@ -162,7 +162,8 @@ def preprocess_batch(batch: SpectraBatch, *, grid: ModelGrid, settings: Preproce
         Rows processed together. Every step is vectorised over the rows of a chunk; chunks of
         about :data:`CHUNK_PIXELS` native pixels (~100 DESI B-arm spectra) keep the working arrays
         in the CPU cache, which is several times faster than one pass over a large batch.
-        Default: chosen from the number of pixels per spectrum. The result does not depend on it.
+        Default: chosen from the number of pixels per spectrum. The result does not depend on it
+        beyond float32 rounding.
 
     Returns
     -------

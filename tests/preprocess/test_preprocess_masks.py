@@ -158,7 +158,10 @@ def test_result_does_not_depend_on_chunking(rng):
     s = PreprocessSettings(rest_frame=True)
     a = preprocess_batch(batch, grid=GRID, settings=s)
     b = preprocess_batch(batch, grid=GRID, settings=s, chunk_rows=8)
-    np.testing.assert_array_equal(a.flux, b.flux)
-    np.testing.assert_array_equal(a.ivar, b.ivar)
+    # equal up to float32 rounding (matrix products of different shapes sum in different orders)
+    np.testing.assert_allclose(a.flux, b.flux, rtol=1e-5)
+    np.testing.assert_allclose(a.ivar, b.ivar, rtol=1e-5)
     for k in a.diagnostics:
-        np.testing.assert_array_equal(a.diagnostics[k], b.diagnostics[k])
+        np.testing.assert_allclose(a.diagnostics[k], b.diagnostics[k], rtol=1e-5)
+    # row 5's NaN run (3680-3840 A) lies below the grid: interpolated for the fit, no grid loss
+    assert a.diagnostics["CONT_OK"][5] and a.diagnostics["BAD_FRAC"][5] == 0
