@@ -8,8 +8,8 @@ is what the orchestrator maps over partitions. The model is loaded once per proc
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
+import queue
 import threading
 
 import numpy as np
@@ -18,8 +18,8 @@ from catalog_tool.batch import SpectraBatch
 from catalog_tool.errors import InputFileError, StxcatError
 from catalog_tool.select import is_star, is_target
 
-__all__ = ["run_partition", "process_files", "cached_bundle", "run_settings", "provenance",
-           "DESI_ARM_RANGES"]
+__all__ = ["run_partition", "process_files", "annotate_batch", "prepare_targets", "finish_targets",
+           "cached_bundle", "remember_bundle", "run_settings", "provenance", "DESI_ARM_RANGES", "CHUNK_ROWS"]
 
 #: Wavelength coverage of the DESI arms (A): which arms a model grid needs.
 DESI_ARM_RANGES = {"B": (3600.0, 5800.0), "R": (5760.0, 7620.0), "Z": (7520.0, 9824.0)}
@@ -43,6 +43,13 @@ def cached_bundle(path: str, sha256: str):
                                   f"expected {sha256[:12]})")
             _cache[key] = bundle
         return _cache[key]
+
+
+def remember_bundle(path: str, bundle) -> None:
+    """Put an already loaded bundle in this process's cache (the orchestrator loaded it to plan;
+    the local schedulers' tasks then reuse it instead of loading and hashing it again)."""
+    with _cache_lock:
+        _cache[(os.path.abspath(path), bundle.sha256)] = bundle
 
 
 def run_settings(cfg, bundle) -> dict:
@@ -99,43 +106,61 @@ def _meta_col(meta: dict, name: str, n: int, fill, dtype) -> np.ndarray:
     return np.full(n, fill, dtype=dtype)
 
 
-def annotate_batch(batch: SpectraBatch, *, bundle, device: str, batch_size: int, thresholds=None) -> dict:
-    """VAC columns for the targets of one batch (sky and unassigned fibres left out).
+def _basenames(paths) -> np.ndarray:
+    """File names without folders; one ``os.path.basename`` per distinct path, not per row."""
+    uniq, inverse = np.unique(np.asarray(paths).astype(str), return_inverse=True)
+    return np.array([os.path.basename(u) for u in uniq], dtype="U80")[inverse.reshape(-1)]
 
-    Stars are preprocessed and inferred; other targets get NaN labels and ``NOT_STAR``.
+
+class _Prepared:
+    """The numpy half of a chunk's work (selection, preprocessing), ready for inference."""
+
+    __slots__ = ("meta", "star", "diag", "ok", "flux", "ivar")
+
+    def __init__(self, meta, star, diag, ok, flux, ivar):
+        self.meta, self.star, self.diag, self.ok, self.flux, self.ivar = meta, star, diag, ok, flux, ivar
+
+
+def prepare_targets(batch: SpectraBatch, *, grid, settings) -> _Prepared:
+    """Select stars among a batch of targets and preprocess them (no torch; runs in the reader thread).
+
+    ``batch`` holds targets only (see :func:`catalog_tool.select.is_target`).
     """
-    from catalog_tool.models.infer import predict
     from catalog_tool.preprocess.chain import preprocess_batch
-    from catalog_tool.preprocess.grid import ModelGrid
-    from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.vac import flags as fl
 
-    thresholds = thresholds or fl.FlagThresholds()
-    batch = batch.take(np.flatnonzero(is_target(batch.meta)))
     meta, n = batch.meta, len(batch)
     star = is_star(meta)
-    names = bundle.label_names
-    values = np.full((n, len(names)), np.nan, np.float32)
-    errors = np.full_like(values, np.nan)
-    ens = np.full_like(values, np.nan)
     diag = {"SNR_MEDIAN": np.full(n, np.nan, np.float32), "BAD_FRAC": np.full(n, np.nan, np.float32),
             "COVERAGE": np.full(n, np.nan, np.float32), "COVERED": np.ones(n, bool),
             "CONT_OK": np.ones(n, bool), "PREPROC_OK": np.zeros(n, bool)}
     idx = np.flatnonzero(star)
+    ok, flux, ivar = idx[:0], None, None
     if len(idx):
-        pre = preprocess_batch(batch.take(idx), grid=ModelGrid.from_dict(bundle.grid),
-                               settings=PreprocessSettings.from_dict(bundle.preprocess))
+        pre = preprocess_batch(batch.take(idx), grid=grid, settings=settings)
         for k in diag:
             diag[k][idx] = pre.diagnostics[k]
-        ok = idx[pre.diagnostics["PREPROC_OK"]]
-        if len(ok):
-            sel = pre.diagnostics["PREPROC_OK"]
-            pred = predict(bundle, flux=pre.flux[sel], ivar=pre.ivar[sel], device=device,
-                           batch_size=batch_size)
-            values[ok], errors[ok], ens[ok] = pred.values, pred.errors, pred.ensemble_std
-    labels = bundle.labels
-    lo = np.array([s.domain[0] for s in labels])
-    hi = np.array([s.domain[1] for s in labels])
+        sel = pre.diagnostics["PREPROC_OK"]
+        ok, flux, ivar = idx[sel], pre.flux[sel], pre.ivar[sel]
+    return _Prepared(meta, star, diag, ok, flux, ivar)
+
+
+def finish_targets(prep: _Prepared, *, bundle, device: str, batch_size: int, thresholds=None) -> dict:
+    """Inference, flags and VAC columns of a prepared chunk (the torch half)."""
+    from catalog_tool.models.infer import predict
+    from catalog_tool.vac import flags as fl
+
+    thresholds = thresholds or fl.FlagThresholds()
+    meta, star, diag = prep.meta, prep.star, prep.diag
+    n = len(star)
+    names = bundle.label_names
+    values = np.full((n, len(names)), np.nan, np.float32)
+    errors = np.full_like(values, np.nan)
+    ens = np.full_like(values, np.nan)
+    if len(prep.ok):
+        pred = predict(bundle, flux=prep.flux, ivar=prep.ivar, device=device, batch_size=batch_size)
+        values[prep.ok], errors[prep.ok], ens[prep.ok] = pred.values, pred.errors, pred.ensemble_std
+    lo = np.array([s.domain[0] for s in bundle.labels])
+    hi = np.array([s.domain[1] for s in bundle.labels])
     zwarn = _meta_col(meta, "ZWARN", n, -1, np.int64)
     fiberstatus = _meta_col(meta, "COADD_FIBERSTATUS", n, -1, np.int64)
     flags = fl.compute_flags(
@@ -152,7 +177,7 @@ def annotate_batch(batch: SpectraBatch, *, bundle, device: str, batch_size: int,
         "SPECTYPE": _meta_col(meta, "SPECTYPE", n, "", "U6"),
         "COADD_FIBERSTATUS": fiberstatus,
         "CLASS": _meta_col(meta, "CLASS", n, "", "U8"),
-        "SOURCE": np.array([os.path.basename(str(s)) for s in meta["SOURCE"]], dtype="U80"),
+        "SOURCE": _basenames(meta["SOURCE"]),
         "SOURCE_ROW": meta["ROW"],
     }
     for j, name in enumerate(names):
@@ -160,12 +185,68 @@ def annotate_batch(batch: SpectraBatch, *, bundle, device: str, batch_size: int,
     return cols
 
 
+def _bundle_inputs(bundle):
+    from catalog_tool.preprocess.grid import ModelGrid
+    from catalog_tool.preprocess.settings import PreprocessSettings
+
+    return ModelGrid.from_dict(bundle.grid), PreprocessSettings.from_dict(bundle.preprocess)
+
+
+def annotate_batch(batch: SpectraBatch, *, bundle, device: str, batch_size: int, thresholds=None) -> dict:
+    """VAC columns for the targets of one batch (sky and unassigned fibres left out).
+
+    Stars are preprocessed and inferred; other targets get NaN labels and ``NOT_STAR``.
+    """
+    grid, settings = _bundle_inputs(bundle)
+    batch = batch.take(np.flatnonzero(is_target(batch.meta)))
+    return finish_targets(prepare_targets(batch, grid=grid, settings=settings), bundle=bundle, device=device,
+                          batch_size=batch_size, thresholds=thresholds)
+
+
+#: Targets of one file prepared and inferred together. Fixed (not tied to ``batch_size`` or the
+#: partitioning) so that results depend only on the file; small enough that preprocessing the next
+#: chunk overlaps inference of this one even when a partition is a single file.
+CHUNK_ROWS = 1024
+_DONE = object()
+
+
+def _producer(groups, arms, grid, settings, out: "queue.Queue", stop: threading.Event) -> None:
+    """Reader thread: read each group, select targets, preprocess, and queue the chunks in order."""
+
+    def put(item):
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    try:
+        for group in groups:
+            batches, failed = _read(group, arms)
+            put(("failed", failed))
+            for batch in batches:
+                kind = np.char.upper(np.asarray(batch.meta["FIBER_KIND"]).astype(str))
+                counts = {"sky": int((kind == "SKY").sum()), "unassigned": int((kind == "UNASSIGNED").sum())}
+                targets = batch.take(np.flatnonzero(kind == "TARGET"))
+                put(("counts", counts))
+                for start in range(0, len(targets), CHUNK_ROWS):
+                    if stop.is_set():
+                        return
+                    chunk = targets.take(np.arange(start, min(start + CHUNK_ROWS, len(targets))))
+                    put(("chunk", prepare_targets(chunk, grid=grid, settings=settings)))
+        put(("end", None))
+    except BaseException as exc:  # handed to the consumer, which re-raises it in the task
+        put(("error", exc))
+
+
 def process_files(files: list[dict], *, bundle, device: str, batch_size: int,
                   strict: bool = False) -> tuple[dict, list[tuple[str, str]], dict]:
     """Annotate a list of files (a partition).
 
-    Reading and preprocessing of the next DESI file overlap the current one's inference
-    (one reader thread ahead).
+    Two stages in two threads: a reader thread reads the files and preprocesses their stars (numpy)
+    in chunks of :data:`CHUNK_ROWS` targets, at most two chunks ahead (bounded memory), while this
+    thread runs inference (torch) on the chunk before. Both release the GIL in their heavy parts.
 
     Returns
     -------
@@ -176,42 +257,66 @@ def process_files(files: list[dict], *, bundle, device: str, batch_size: int,
     counts : dict
         ``targets``, ``stars``, ``sky``, ``unassigned`` for the log.
     """
-    from catalog_tool.preprocess.chain import needed_range
-    from catalog_tool.preprocess.grid import ModelGrid
-    from catalog_tool.preprocess.settings import PreprocessSettings
+    from catalog_tool.vac.flags import FlagThresholds
 
-    lo, hi, _, _ = needed_range(grid=ModelGrid.from_dict(bundle.grid),
-                                settings=PreprocessSettings.from_dict(bundle.preprocess))
-    arms = arms_needed(lo, hi)
-    # one file ahead: the reader thread reads file i+1 while this thread infers file i
+    grid, settings = _bundle_inputs(bundle)
+    arms = _arms_for(bundle)
     groups = [[f] for f in files if f["kind"] == "desi"]
     lamost_files = [f for f in files if f["kind"] != "desi"]
     if lamost_files:
         groups.append(lamost_files)
     parts, failures = [], []
     counts = {"targets": 0, "stars": 0, "sky": 0, "unassigned": 0}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_read, groups[0], arms) if groups else None
-        for i in range(len(groups)):
-            batches, failed = pending.result()
-            pending = pool.submit(_read, groups[i + 1], arms) if i + 1 < len(groups) else None
-            if failed and strict:
-                path, reason = failed[0]
-                raise InputFileError(path, reason + " (--strict)")
-            failures.extend(failed)
-            for batch in batches:
-                kind = np.char.upper(np.asarray(batch.meta["FIBER_KIND"]).astype(str))
-                counts["sky"] += int((kind == "SKY").sum())
-                counts["unassigned"] += int((kind == "UNASSIGNED").sum())
-                cols = annotate_batch(batch, bundle=bundle, device=device, batch_size=batch_size)
+    thresholds = FlagThresholds()
+    q: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    reader = threading.Thread(target=_producer, args=(groups, arms, grid, settings, q, stop),
+                              name="stxcat-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            what, item = q.get()
+            if what == "end":
+                break
+            if what == "error":
+                raise item
+            if what == "failed":
+                if item and strict:
+                    path, reason = item[0]
+                    raise InputFileError(path, reason + " (--strict)")
+                failures.extend(item)
+            elif what == "counts":
+                for k, v in item.items():
+                    counts[k] += v
+            else:
+                cols = finish_targets(item, bundle=bundle, device=device, batch_size=batch_size,
+                                      thresholds=thresholds)
                 counts["targets"] += len(cols["TARGETID"])
                 counts["stars"] += int(np.isfinite(cols[bundle.label_names[0]]).sum())
                 parts.append(cols)
+    finally:
+        stop.set()
+        reader.join()
     if parts:
         columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     else:
         columns = {}
     return columns, failures, counts
+
+
+_arms_cache: dict = {}
+
+
+def _arms_for(bundle) -> tuple[str, ...]:
+    """DESI arms a bundle needs (computed once per bundle, not per partition)."""
+    key = bundle.sha256
+    if key not in _arms_cache:
+        from catalog_tool.preprocess.chain import needed_range
+
+        grid, settings = _bundle_inputs(bundle)
+        lo, hi, _, _ = needed_range(grid=grid, settings=settings)
+        _arms_cache[key] = arms_needed(lo, hi)
+    return _arms_cache[key]
 
 
 def run_partition(part: dict, *, work_dir: str, model: str, model_sha256: str, device: str,

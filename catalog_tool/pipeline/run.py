@@ -147,6 +147,7 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
     bundle = load_bundle(cfg.model)
     # absolute paths: Dask workers on other hosts or in another directory resolve them as given
     bundle_path = os.path.abspath(find_bundle(cfg.model))
+    part_mod.remember_bundle(bundle_path, bundle)
     device = str(resolve_device(cfg.device))
     settings = part_mod.run_settings(cfg, bundle)
     plan, idx = make_plan(cfg.inputs, partition_size=cfg.partition_size, model_name=bundle.name,
