@@ -228,10 +228,12 @@ def describe_bundles(refs=()) -> list[dict]:
             continue
         m = b.manifest
         arch = m["architecture"]
-        out.append({"bundle": label, "name": b.name, "path": b.path, "labels": b.label_names,
-                    "domain": {lab.name: list(lab.domain) for lab in b.labels},
-                    "ensemble": b.ensemble_size, "heads": arch["heads"],
-                    "hidden": arch["mlp"]["hidden"], "method": b.method, "npix": b.n_in,
+        # .get: embedding bundles (docs/encoder.md) describe their heads differently.
+        out.append({"bundle": label, "name": b.name, "path": b.path, "kind": arch.get("kind"),
+                    "labels": b.label_names, "domain": {lab.name: list(lab.domain) for lab in b.labels},
+                    "ensemble": b.ensemble_size, "heads": arch.get("heads"),
+                    "hidden": arch.get("mlp", {}).get("hidden"),
+                    "method": arch.get("finetune", {}).get("method"), "npix": b.n_in,
                     "weights": f"{m['weights']['dtype']}, {m['weights']['nbytes'] / 1e6:.1f} MB",
                     "sha256": b.sha256, "date": m["provenance"].get("date"),
                     "stxcat_version": m["provenance"].get("stxcat_version")})
@@ -250,7 +252,7 @@ def format_bundles(rows: list[dict]) -> str:
         lines.append(f"{r['bundle']}: {r['name']}  [{r['path']}]")
         lines.append(f"  labels   {', '.join(r['labels'])}")
         lines.append("  domain   " + "; ".join(f"{k} {v[0]:.4g}..{v[1]:.4g}" for k, v in r["domain"].items()))
-        lines.append(f"  networks {r['ensemble']} members, {r['heads']} heads, hidden {r['hidden']}, "
+        lines.append(f"  networks {r['kind']}, {r['ensemble']} members, {r['heads']} heads, hidden {r['hidden']}, "
                      f"input {r['npix']} px, fine-tuning: {r['method']}")
         lines.append(f"  weights  {r['weights']}, sha256 {r['sha256'][:16]}...")
         lines.append(f"  made     {r['date']} with stxcat {r['stxcat_version']}")
