@@ -81,7 +81,7 @@ class LabelSpec:
         try:
             spec = cls(name=str(d["name"]), unit=str(d["unit"]), mean=float(d["mean"]), std=float(d["std"]),
                        domain=(float(d["domain"][0]), float(d["domain"][1])))
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise BundleError(f"label entry {d!r} is malformed ({exc.__class__.__name__}: {exc})") from None
         if not (math.isfinite(spec.mean) and math.isfinite(spec.std) and spec.std > 0):
             raise BundleError(f"label {spec.name} has an unusable scaling (mean={spec.mean}, std={spec.std})")
@@ -414,6 +414,12 @@ def load_bundle(path_or_name: str | os.PathLike, *, grid=None, preprocess=None) 
     missing = [k for k in _REQUIRED_KEYS if k not in manifest]
     if missing:
         raise BundleError(f"{mpath} lacks the entries {missing}")
+    for key, kind in (("labels", list), ("grid", dict), ("preprocess", dict), ("weights", dict),
+                      ("architecture", dict), ("provenance", dict)):
+        if not isinstance(manifest[key], kind):
+            raise BundleError(f"{mpath}: entry {key!r} must be a {kind.__name__}, got {type(manifest[key]).__name__}")
+    if not manifest["labels"]:
+        raise BundleError(f"{mpath} lists no labels")
     for d in manifest["labels"]:
         LabelSpec.from_dict(d)
     try:

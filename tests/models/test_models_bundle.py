@@ -152,3 +152,17 @@ def test_weights_file_holds_no_pickle(saved):
     header = json.loads(raw[8:8 + header_len])
     assert header["__metadata__"]["format"] == "stxcat-model-bundle"
     assert b"\x80\x04" not in raw[:16] and b"PK" != raw[:2]  # neither a pickle nor a torch zip
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(labels="FEH"), "entry 'labels' must be a list"),
+    (lambda m: m.update(labels=[]), "lists no labels"),
+    (lambda m: m["labels"][0].update(std=0.0), "label FEH has an unusable scaling"),
+    (lambda m: m.pop("provenance"), r"lacks the entries \['provenance'\]"),
+    (lambda m: m["architecture"].update(heads="multi-label"), "lack|not use"),
+    (lambda m: m.update(ensemble_size=4), "lack 1|lack [0-9]+ tensor"),
+])
+def test_malformed_manifests_are_refused_in_one_sentence(copy_of, change, message):
+    _rewrite_manifest(copy_of, change)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(copy_of)
