@@ -323,17 +323,21 @@ def run_partition(part: dict, *, work_dir: str, model: str, model_sha256: str, d
                   batch_size: int, threads: int, strict: bool, settings: dict, provenance=None) -> dict:
     """Process one partition and record it in ``work_dir`` (part file, then done marker).
 
-    Returns the done marker's content: ``index``, ``rows``, ``nspec``, ``errors``, ``counts``.
+    Returns the done marker's content: ``index``, ``rows``, ``nspec``, ``errors``, ``counts`` and
+    ``device`` (the one this worker used: ``auto`` is resolved here, on the worker).
     """
     import torch
 
+    from catalog_tool.models.infer import resolve_device
     from catalog_tool.pipeline.resume import WorkDir
     from catalog_tool.vac import write as vac_write
+    from catalog_tool.vac.datamodel import empty_table
     from catalog_tool.vac.flags import FlagThresholds
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     bundle = cached_bundle(model, model_sha256)
+    device = str(resolve_device(device))  # 'auto' means this worker's GPU when it has one
     columns, failures, counts = process_files(part["files"], bundle=bundle, device=device,
                                               batch_size=batch_size, strict=strict)
     wd = WorkDir(work_dir)
@@ -341,11 +345,9 @@ def run_partition(part: dict, *, work_dir: str, model: str, model_sha256: str, d
                                 command="(part file)", input_release=f"partition {part['index']}",
                                 date="1970-01-01T00:00:00",
                                 thresholds=FlagThresholds.from_dict(settings["thresholds"]))
-    from catalog_tool.vac.datamodel import empty_table
-
     vac_write.write_vac(wd.part_path(part["index"]), columns if columns else empty_table(0), provenance=prov,
                         errors=failures, compute_primary=False, overwrite=True)
     info = {"index": part["index"], "rows": len(columns.get("TARGETID", ())), "nspec": part["nspec"],
-            "errors": [list(f) for f in failures], "counts": counts}
+            "errors": [list(f) for f in failures], "counts": counts, "device": device}
     wd.mark_done(part["index"], info)
     return info

@@ -32,6 +32,8 @@ __all__ = ["annotate", "RunSummary"]
 
 log = logging.getLogger("stxcat")
 
+_LOCAL = ("threads", "processes", "synchronous")
+
 
 @dataclass
 class RunSummary:
@@ -148,7 +150,12 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
     # absolute paths: Dask workers on other hosts or in another directory resolve them as given
     bundle_path = os.path.abspath(find_bundle(cfg.model))
     part_mod.remember_bundle(bundle_path, bundle)
-    device = str(resolve_device(cfg.device))
+    if cfg.scheduler in _LOCAL:
+        device = str(resolve_device(cfg.device))  # fail early: this machine runs the tasks
+    else:
+        # the workers resolve it: a login node without a GPU must not turn 'auto' into 'cpu' (or
+        # refuse 'cuda') for GPU workers
+        device = cfg.device
     settings = part_mod.run_settings(cfg, bundle)
     plan, idx = make_plan(cfg.inputs, partition_size=cfg.partition_size, model_name=bundle.name,
                           model_sha256=bundle.sha256, settings=settings)
@@ -190,7 +197,7 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
         try:
             if not todo:
                 pass
-            elif cfg.scheduler in ("threads", "processes", "synchronous"):
+            elif cfg.scheduler in _LOCAL:
                 import dask
 
                 tasks = [dask.delayed(part_mod.run_partition, pure=False)(p, **kwargs) for p in todo]
@@ -202,6 +209,8 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
 
         infos = [wd.read_marker(p["index"]) for p in plan["partitions"]]
         errors = [tuple(e) for e in plan["skipped"]]
+        # the devices the tasks actually used (several when a resumed run changed machines)
+        device = "+".join(sorted({i.get("device", device) for i in infos})) or device
         provenance = part_mod.provenance(cfg, bundle, device)
         merged = vac_write.merge_parts([wd.part_path(p["index"]) for p in plan["partitions"]], cfg.out,
                                        errors=errors, provenance=provenance, overwrite=True)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import fitsio
 import pytest
 
 from pipeline_helpers import assert_same_rows, read_table, run_annotate
@@ -72,8 +73,12 @@ def test_distributed_run_equals_local_run(tmp_path, monkeypatch, dask_cluster, d
     # relative output and model paths from another directory: the workers must get absolute ones
     monkeypatch.chdir(tmp_path)
     os.symlink(tiny_bundle, tmp_path / "model")
-    summary = run_annotate([desi_release.out], "vac.fits", "model", partition_size=30, scheduler=dask_cluster)
+    summary = run_annotate([desi_release.out], "vac.fits", "model", partition_size=30, scheduler=dask_cluster,
+                           device="auto")
     assert summary.partitions == 3 and summary.ok
+    # 'auto' is resolved by each worker (here: no GPU), not by the client
+    assert summary.device == "cpu"
+    assert fitsio.read_header(tmp_path / "vac.fits", ext="STELLAR_PARAMS")["DEVICE"] == "cpu"
     assert_same_rows(read_table(tmp_path / "vac.fits"), read_table(reference_vac))
     assert sorted(os.listdir(tmp_path / "vac.fits.work" / "parts")) == [
         f"part-0000{i}.{ext}" for i in range(3) for ext in ("done", "fits")]

@@ -109,3 +109,17 @@ def test_real_desi_and_lamost_files(tmp_path, realdata, tiny_bundle):
     assert lam_star.sum() >= 8
     for name in LABELS:
         assert np.all(np.isfinite(vac[name][lam_star])), name
+
+
+def test_device_hand_off_on_cpu_is_a_view_without_pinning():
+    """On the CPU the chunk is handed to torch without a copy and without pinned memory (pinning and
+    non-blocking copies are for CUDA only; that path is not exercised on a machine without a GPU)."""
+    import torch
+
+    from catalog_tool.models.infer import _to_device
+
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    t = _to_device(a, torch.device("cpu"))
+    assert t.device.type == "cpu" and not t.is_pinned()
+    a[1, 2] = -7.0
+    assert t[1, 2].item() == -7.0  # shares memory: no copy on the CPU path
