@@ -238,7 +238,8 @@ def uncertainty_figure(*, snr: np.ndarray, errors: dict):
         _density(ax, x=logsnr, y=e, xr=xr, yr=yr)
         if ok.any():
             _running(ax, x=logsnr[ok], y=e[ok], edges=np.linspace(xr[0], xr[1], 21))
-            ax.legend(loc="upper right", fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(loc="upper right", fontsize=7)
         ax.set_xlim(*xr)
         ax.set_ylim(*yr)
         ax.set_xlabel(r"$\log_{10}$ S/N per pixel")
