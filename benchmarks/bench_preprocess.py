@@ -17,8 +17,9 @@ Rows, per survey:
 * ``reference``: the plain per-spectrum implementation of tests/preprocess/gaspp_reference.py.
 
 Each configuration runs in a fresh process per ``--threads`` value (OMP_NUM_THREADS and
-OPENBLAS_NUM_THREADS set before numpy loads). The median of ``--repeat`` runs is reported. The
-machine is shared: figures vary with the load of other processes.
+OPENBLAS_NUM_THREADS set before numpy loads). The median of ``--repeat`` runs is reported, as
+spectra per wall-clock second and per CPU second of the process. The machine is shared: figures
+vary with the load of other processes.
 """
 
 from __future__ import annotations
@@ -76,13 +77,15 @@ def _tile_desi(realdata: pathlib.Path, folder: pathlib.Path, nrows: int, rng) ->
 
 
 def _median_rate(fn, nspec, repeat):
+    """(spectra per wall-clock second, spectra per CPU second of this process), medians."""
     fn()  # warm up
-    ts = []
+    ts, cs = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         ts.append(time.perf_counter() - t0)
-    return nspec / statistics.median(ts)
+        cs.append(time.process_time() - c0)
+    return nspec / statistics.median(ts), nspec / statistics.median(cs)
 
 
 def child(args) -> dict:
@@ -185,12 +188,15 @@ def main() -> None:
         results[t] = json.loads(out.strip().splitlines()[-1])
     print(f"{args.rows} spectra per batch; load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs (a shared machine: figures vary with others' load)")
-    head = f"{'configuration':<34}" + "".join(f"{f'{t} BLAS thr':>13}" for t in threads)
+    head = f"{'configuration':<34}" + "".join(
+        f"{f'{t} thr wall':>13}{f'{t} thr CPU':>12}" for t in threads)
     print(head)
     print("-" * len(head))
     for label in results[threads[0]]:
-        print(f"{label:<34}" + "".join(f"{results[t][label]:>13,.0f}" for t in threads))
-    print("(spectra per second)")
+        print(f"{label:<34}" + "".join(
+            f"{results[t][label][0]:>13,.0f}{results[t][label][1]:>12,.0f}" for t in threads))
+    print("spectra per second of wall-clock time, and per second of this process's CPU time "
+          "(less sensitive to the load; with 2 threads it adds up both cores)")
 
 
 if __name__ == "__main__":

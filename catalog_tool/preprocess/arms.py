@@ -123,11 +123,14 @@ def join_arms(batch: SpectraBatch, *, lo: float, hi: float, settings: Preprocess
         wave, flux, ivar, bad, sig = cut(*parts[0])
         if wave.ndim == 2:
             bad = bad | ~np.isfinite(wave)
-            # LAMOST files of one release share their log-linear grid: when every row holds the
-            # same wavelengths over the needed range, one shared grid makes every later step
-            # cheaper (one design matrix, one interpolation table)
-            if np.isfinite(wave[0]).all() and np.array_equal(wave, np.broadcast_to(wave[0], wave.shape)):
-                wave = wave[0]
+            # LAMOST files share one log-linear grid (stored as float32 in some layouts, float64
+            # in others): when every row agrees with the first to 1% of a pixel over the needed
+            # range, one shared grid makes every later step cheaper (one design matrix, one
+            # interpolation table); the 1% (0.7 km/s at most) is far below any velocity error
+            if wave.shape[1] > 1 and np.isfinite(wave).all():
+                tol = 0.01 * float(np.min(np.diff(wave[0])))
+                if np.max(np.abs(wave - wave[0])) <= tol:
+                    wave = wave[0]
                 if sig is not None and sig.ndim == 2:
                     sig = sig[0]
         ivar = np.where(bad, np.float32(0), ivar).astype(np.float32, copy=False)

@@ -144,11 +144,6 @@ class _BatchedPoly:
         return np.einsum("nmi,ni->nm", self.V, coef)
 
 
-def _segment_cols(inseg: np.ndarray) -> slice:
-    cols = np.flatnonzero(inseg.any(axis=0))
-    return slice(int(cols[0]), int(cols[-1]) + 1) if cols.size else slice(0, 0)
-
-
 def _scaled(w: np.ndarray) -> np.ndarray:
     """Wavelengths mapped linearly onto [-1, 1] (one map for the whole batch; NaN padding -> 0)."""
     with np.errstate(invalid="ignore"):
