@@ -21,7 +21,7 @@ from catalog_tool.preprocess.masks import interpolate_bad
 from catalog_tool.preprocess.rv import redshifts, rest_wave
 from catalog_tool.preprocess.settings import PreprocessSettings
 
-__all__ = ["Preprocessed", "preprocess_batch", "needed_range", "DIAGNOSTIC_COLUMNS"]
+__all__ = ["Preprocessed", "preprocess_batch", "needed_range", "desi_arms_needed", "DIAGNOSTIC_COLUMNS"]
 
 #: Native pixels per chunk of rows (the chunk's working arrays then stay in the CPU caches).
 CHUNK_PIXELS = 250_000
@@ -83,6 +83,25 @@ def needed_range(*, grid: ModelGrid, settings: PreprocessSettings) -> tuple[floa
     if fit_red:
         hi = np.inf
     return lo, hi, fit_blue, fit_red
+
+
+#: Observed wavelength range (A) of each DESI arm (all releases so far).
+DESI_ARM_RANGES = {"B": (3600.0, 5800.0), "R": (5760.0, 7620.0), "Z": (7520.0, 9824.0)}
+
+
+def desi_arms_needed(*, grid: ModelGrid, settings: PreprocessSettings,
+                     max_abs_z: float = 0.01) -> tuple[str, ...]:
+    """The DESI arms the chain will use, so a reader can skip the others.
+
+    With ``settings.rest_frame``, stars up to ``|z| = max_abs_z`` (3000 km/s) are allowed for;
+    spectra shifted further (galaxies) may then lack pixels and come out flagged, not wrong.
+    For the paper's grid and settings this is ``("B",)``.
+    """
+    lo, hi, _, _ = needed_range(grid=grid, settings=settings)
+    zpad = max_abs_z if settings.rest_frame else 0.0
+    m = _margin(settings, hi)
+    lo_obs, hi_obs = lo * (1 - zpad) - m, hi * (1 + zpad) + m
+    return tuple(a for a, (a0, a1) in DESI_ARM_RANGES.items() if a0 <= hi_obs and a1 >= lo_obs)
 
 
 def _margin(settings: PreprocessSettings, hi: float) -> float:

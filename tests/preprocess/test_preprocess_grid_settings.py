@@ -75,3 +75,12 @@ def test_resample_per_row_grids_match_shared():
                                target=np.tile(target, (3, 1)))
     np.testing.assert_allclose(shared.flux, per_row.flux, rtol=1e-6)
     np.testing.assert_allclose(shared.ivar, per_row.ivar, rtol=1e-6)
+
+
+def test_desi_arms_needed():
+    from catalog_tool.preprocess import desi_arms_needed
+    assert desi_arms_needed(grid=ModelGrid(), settings=PreprocessSettings()) == ("B",)
+    assert desi_arms_needed(grid=ModelGrid(), settings=PreprocessSettings(
+        fit_all_segments=True)) == ("B", "R", "Z")
+    red = ModelGrid(loglam0=3.80, npix=1000)  # 6310-7940 A: the red segment, arms R and Z
+    assert desi_arms_needed(grid=red, settings=PreprocessSettings()) == ("R", "Z")
