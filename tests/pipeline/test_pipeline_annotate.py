@@ -22,7 +22,7 @@ def _key(t):
     return [(int(i), str(s).strip(), str(p).strip()) for i, s, p in zip(t["TARGETID"], t["SURVEY"], t["PROGRAM"])]
 
 
-def test_desi_vac_has_every_target_once_and_estimates_only_stars(reference_vac, desi_release):
+def test_desi_vac_has_every_target_once_and_estimates_only_stars(reference_vac, desi_release, tiny_bundle):
     vac = read_table(reference_vac)
     truth = fitsio.read(desi_release.truth)
     kind = np.char.strip(truth["KIND"].astype(str))
@@ -49,8 +49,11 @@ def test_desi_vac_has_every_target_once_and_estimates_only_stars(reference_vac, 
     # the estimates sit in the training domain's neighbourhood (a tiny, barely trained model)
     assert np.all((vac["TEFF"][is_star] > 3000) & (vac["TEFF"][is_star] < 8000))
     # provenance of the model and the redrock columns came through
+    from catalog_tool.models.bundle import load_bundle
+
     hdr = fitsio.read_header(reference_vac, ext="STELLAR_PARAMS")
-    assert "tiny" in str(hdr.get("MODEL", "")) or any("tiny" in str(v) for v in hdr.values())
+    assert hdr["MODEL"] == "tiny" and hdr["MODELSHA"] == load_bundle(tiny_bundle).sha256
+    assert hdr["DEVICE"] == "cpu" and os.path.abspath(desi_release.out) in hdr["INPUT"]
     assert set(np.char.strip(vac["SPECTYPE"].astype(str))) >= {"STAR", "GALAXY"}
 
 
