@@ -101,6 +101,9 @@ class ReleaseIndex:
         (path, reason) of every file that could not be used, in discovery order.
     companions : int
         DESI companion files (redrock, ...) ignored because they are read with their coadd.
+    tables : list of str
+        Plain FITS tables found among the spectra (catalogues, truth tables): not spectra, not
+        read, listed so that nothing is passed over silently.
     notes : list of str
         Decisions worth telling the user (e.g. a ``tiles/`` tree left out beside ``healpix/``).
     """
@@ -108,6 +111,7 @@ class ReleaseIndex:
     entries: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     companions: int = 0
+    tables: list = field(default_factory=list)
     notes: list = field(default_factory=list)
 
     @property
@@ -213,8 +217,18 @@ def _walk(root: str, notes: list[str]) -> list[str]:
     return found
 
 
+def _is_plain_table(path: str) -> bool:
+    """True for a catalogue-like file: empty primary, table HDUs, none of them a LAMOST COADD."""
+    from catalog_tool.io.fitsutil import open_fits
+
+    with open_fits(path) as fits:
+        if fits[0].get_info().get("ndims", 0) or "COADD" in fits or len(fits) < 2:
+            return False
+        return all(h.get_exttype() in ("BINARY_TBL", "ASCII_TBL") for h in list(fits)[1:])
+
+
 def _scan(path: str):
-    """("entry", FileEntry) | ("companion", None) | ("skip", reason) for one file."""
+    """("entry", FileEntry) | ("companion" | "table", None) | ("skip", reason) for one file."""
     from catalog_tool.io import desi, lamost  # both import FileEntry from here
     from catalog_tool.io.fitsutil import open_fits
 
@@ -225,6 +239,8 @@ def _scan(path: str):
             return "entry", desi.scan_coadd(path)
         if kind == "companion":
             return "companion", None
+        if kind == "other" and _is_plain_table(path):
+            return "table", None
         if kind == "spectra":
             return "skip", ("uncoadded DESI spectra file (one FIBERMAP row per exposure); "
                             "stxcat reads the coadd files")
@@ -276,6 +292,8 @@ def discover(inputs: Iterable[str | os.PathLike]) -> ReleaseIndex:
             index.entries.append(value)
         elif what == "companion":
             index.companions += 1
+        elif what == "table":
+            index.tables.append(path)
         else:
             index.skipped.append((path, value))
     index.entries.sort(key=lambda e: (e.healpix, e.path))
@@ -360,6 +378,7 @@ def plan_to_dict(index: ReleaseIndex, parts: Sequence[Partition]) -> dict:
             "partitions": len(parts),
             "skipped": len(index.skipped),
             "companions": index.companions,
+            "tables": len(index.tables),
         },
         "by_survey": _by_survey(index.entries),
         "partitions": [
@@ -368,6 +387,7 @@ def plan_to_dict(index: ReleaseIndex, parts: Sequence[Partition]) -> dict:
             for p in parts
         ],
         "skipped": [{"path": os.fspath(path), "reason": reason} for path, reason in index.skipped],
+        "tables": list(index.tables),
         "notes": list(index.notes),
     }
 
@@ -406,6 +426,10 @@ def format_plan(index: ReleaseIndex, parts: Sequence[Partition]) -> str:
                      f"{g['nspec']} spectra")
     if index.companions:
         lines.append(f"{index.companions} companion files (redrock, ...) read with their coadds")
+    if index.tables:
+        lines.append(f"{len(index.tables)} plain FITS tables (catalogues, truth tables) are not spectra "
+                     f"and were not read: {', '.join(os.path.basename(t) for t in index.tables[:3])}"
+                     f"{', ...' if len(index.tables) > 3 else ''}")
     for note in index.notes:
         lines.append(f"note: {note}")
     if index.skipped:

@@ -176,6 +176,8 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
                  bundle.name, bundle.sha256[:12], device, len(plan["partitions"]), len(plan["skipped"]))
         for path, reason in plan["skipped"]:
             log.warning("skipped %s: %s", path, reason)
+        for path in idx.tables:
+            log.info("not spectra (a plain FITS table), not read: %s", path)
         todo = [p for p in plan["partitions"] if p["index"] not in done]
         if done:
             log.info("resuming: %d partitions already done", len(done))

@@ -169,3 +169,21 @@ def test_cli_plan_nothing_usable_is_one_line(tmp_path):
     assert "Traceback" not in result.output
     assert "no usable spectra" in result.output
     assert f"{junk}: not a FITS file" in result.output
+
+
+def test_plain_tables_are_listed_not_failed(tmp_path, realdata):
+    import shutil
+
+    import fitsio
+
+    lam = tmp_path / "lamost"
+    lam.mkdir()
+    shutil.copy(realdata / "lamost" / "dr10-3703110.fits", lam)
+    cat = lam / "catalogue.fits"
+    fitsio.write(str(cat), np.zeros(3, dtype=[("OBSID", "i8"), ("FEH", "f4")]), extname="CATALOGUE")
+    idx = release.discover([lam])
+    assert [os.path.basename(e.path) for e in idx.entries] == ["dr10-3703110.fits"]
+    assert idx.skipped == []
+    assert idx.tables == [str(cat)]
+    assert "catalogue.fits" in release.format_plan(idx, release.partition(idx.entries, target_spectra=10))
+    assert release.plan_to_dict(idx, [])["totals"]["tables"] == 1
