@@ -3,7 +3,7 @@
 import numpy as np
 
 from preprocess_factory import DESI_B, DESI_R, LAMOST, absorption, batch_from, smooth_continuum
-from catalog_tool.batch import PAD_MASK_BIT, SpectraBatch
+from catalog_tool.batch import PAD_MASK_BIT
 from catalog_tool.preprocess import ModelGrid, PreprocessSettings, preprocess_batch
 from catalog_tool.preprocess.arms import join_arms
 from catalog_tool.preprocess.continuum import CONT_NO_DATA, CONT_NONPOSITIVE
