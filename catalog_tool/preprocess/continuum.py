@@ -72,7 +72,7 @@ _MED7_NETWORK = ((0, 5), (0, 3), (1, 6), (2, 4), (0, 1), (3, 5), (2, 6), (2, 3),
                  (1, 4), (1, 3), (3, 4))
 
 
-def median_smooth(flux: np.ndarray, size: int) -> np.ndarray:
+def median_smooth(*, flux: np.ndarray, size: int) -> np.ndarray:
     """Running median over ``size`` pixels along the last axis (edges: nearest value).
 
     For the paper's 7 pixels a sorting network of element-wise min/max over shifted views is used:
@@ -268,7 +268,7 @@ def gaspp_continuum(*, wave: np.ndarray, flux: np.ndarray, snr: np.ndarray,
     s = settings
     n, npix = flux.shape
     wr = wave if wave_rest is None else wave_rest
-    mf = median_smooth(np.asarray(flux, dtype=np.float32), s.median_window)
+    mf = median_smooth(flux=np.asarray(flux, dtype=np.float32), size=s.median_window)
     cont = mf.copy()
     status = np.zeros(n, np.int16)
     hot = np.zeros(n, bool)

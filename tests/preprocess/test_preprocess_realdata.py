@@ -46,7 +46,7 @@ def test_lamost_continuum_hugs_upper_envelope(realdata, name):
     res = gaspp_continuum(wave=a.wave, flux=clean, snr=np.array([20.0]),
                           settings=PreprocessSettings(), fit_red=False)
     w = a.wave2d()[0]
-    mf = median_smooth(clean, 7)[0]
+    mf = median_smooth(flux=clean, size=7)[0]
     c = res.continuum[0]
     sel = (w > 4000) & (w < 5600)
     ratio = mf[sel] / c[sel]

@@ -37,7 +37,7 @@ def _compare_continuum(wave, flux, ivar, mask, settings, fit_red=False):
 
 def test_median_filter_matches_reference(rng):
     y = rng.normal(size=(3, 50))
-    got = median_smooth(y, 7)
+    got = median_smooth(flux=y, size=7)
     for i in range(3):
         np.testing.assert_allclose(got[i], ref.median7(y[i], 7))
 
