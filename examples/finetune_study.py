@@ -38,6 +38,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ft-epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--ft-lr", type=float, default=3e-4)
+    ap.add_argument("--full-lr", type=float, default=None, help="learning rate of full fine-tuning (default: --ft-lr)")
+    ap.add_argument("--freeze-bn", action="store_true", help="full fine-tuning keeps the BatchNorm statistics")
+    ap.add_argument("--methods", default="zero-shot,adapter,lora,full")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--ensemble", type=int, default=1)
     ap.add_argument("--seed", type=int, default=7)
@@ -92,11 +95,13 @@ def main(argv=None) -> int:
                         overwrite=True)
         true = np.stack([test.labels[n] for n in names], axis=1)
         rows = []
-        for method in ("zero-shot", "adapter", "lora", "full"):
+        for method in args.methods.split(","):
             t0 = time.perf_counter()
+            lr = args.full_lr if method == "full" and args.full_lr else args.ft_lr
             tuned = finetune(base, flux=ft.flux, labels=ft.labels, method=method,
-                             config=TrainConfig(epochs=args.ft_epochs, batch_size=32, lr=args.ft_lr, seed=args.seed,
-                                                patience=8))
+                             config=TrainConfig(epochs=args.ft_epochs, batch_size=32, lr=lr, seed=args.seed,
+                                                patience=8, freeze_bn=args.freeze_bn),
+                             log_path=os.path.join(work, f"log-{method}.jsonl"))
             b = tuned.save(os.path.join(work, f"ft-{method}"), grid=grid, preprocess=settings, provenance=prov,
                            overwrite=True)
             pred = predict(b, flux=test.flux, ivar=test.ivar, noise="none").values
