@@ -167,7 +167,7 @@ def finish_targets(prep: _Prepared, *, bundle, device: str, batch_size: int, thr
         is_star=star, snr=diag["SNR_MEDIAN"], bad_frac=diag["BAD_FRAC"], covered=diag["COVERED"],
         cont_ok=diag["CONT_OK"], pred_in_domain=fl.in_domain(values=values, lo=lo, hi=hi),
         ensemble_std=ens, label_names=names, zwarn=zwarn, fiberstatus=fiberstatus,
-        thresholds=thresholds)
+        estimated=np.isfinite(values).all(axis=1), thresholds=thresholds)
     cols = {
         "TARGETID": meta["TARGETID"], "SURVEY": meta["SURVEY"], "PROGRAM": meta["PROGRAM"],
         "HEALPIX": meta["HEALPIX"], "TARGET_RA": meta["TARGET_RA"], "TARGET_DEC": meta["TARGET_DEC"],

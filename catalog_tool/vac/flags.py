@@ -87,6 +87,9 @@ FLAG_BITS: tuple[FlagBit, ...] = (
             "COADD_FIBERSTATUS is non-zero (DESI): a fibre or amplifier problem"),
     FlagBit(10, "READ_FAILED", True, "input file unreadable: not processed",
             "not processed: the row's input file failed to read (see the ERRORS table)"),
+    FlagBit(11, "NOT_ESTIMATED", True, "star without an estimate",
+            "a star with no (finite) estimate: preprocessing found no usable pixels, the model needs "
+            "a rest frame and the redshift is unknown, or the network gave a non-finite value"),
 )
 
 _BY_NAME = {f.name: f for f in FLAG_BITS}
@@ -189,6 +192,7 @@ def compute_flags(
     pred_in_domain=None,
     ensemble_std=None,
     label_names=None,
+    estimated=None,
     zwarn=None,
     fiberstatus=None,
     thresholds: FlagThresholds = FlagThresholds(),
@@ -224,6 +228,8 @@ def compute_flags(
         ``thresholds.max_ensemble_std`` sets ``ENSEMBLE_DISAGREE``; NaN never does.
     label_names : sequence of str, optional
         Names of the L columns of ``ensemble_std``.
+    estimated : array of bool, optional
+        False on a processed row sets ``NOT_ESTIMATED`` (no finite value was produced).
     zwarn : array of int, optional
         redrock ZWARN; negative = null (no redrock), never flagged.
     fiberstatus : array of int, optional
@@ -268,6 +274,8 @@ def compute_flags(
         limits = dict(thresholds.max_ensemble_std)
         lim = np.array([limits.get(name, np.inf) for name in label_names], dtype=np.float64)
         set_where((std > lim).any(axis=1), "ENSEMBLE_DISAGREE")
+    if estimated is not None:
+        set_where(~_column(estimated, n, bool, True), "NOT_ESTIMATED")
     if zwarn is not None:
         z = _column(zwarn, n, np.int64, -1)
         flags |= np.where((z >= 0) & ((z & np.int64(thresholds.zwarn_mask)) != 0), _bit("ZWARN"), 0)

@@ -149,3 +149,33 @@ def test_empty_release_is_one_line_error(tmp_path, tiny_bundle):
     assert len(lines) == 1 and "no usable spectra" in lines[0], res.output
     assert "Traceback" not in res.output
     assert not (tmp_path / "v.fits").exists()
+
+
+def test_every_star_without_estimate_is_flagged_bad(tiny_bundle, desi_release, tmp_path):
+    """A star row with a NaN label always carries a bad bit; a star whose pixels are all masked
+    gets NOT_ESTIMATED as well as BAD_PIXELS."""
+    import shutil
+
+    rel = tmp_path / "rel"
+    shutil.copytree(desi_release.out, rel)
+    coadd = sorted(rel.rglob("coadd-*.fits"))[0]
+    with fitsio.FITS(str(coadd), "rw") as f:
+        fm = f["FIBERMAP"].read(columns=["TARGETID"])
+        truth = fitsio.read(desi_release.truth)
+        stars = truth["TARGETID"][np.char.strip(truth["KIND"].astype(str)) == "star"]
+        row = int(np.flatnonzero(np.isin(fm["TARGETID"], stars))[0])
+        ivar = f["B_IVAR"].read()
+        ivar[row] = 0
+        f["B_IVAR"].write(ivar)
+    dead = int(fm["TARGETID"][row])
+    out = tmp_path / "vac.fits"
+    res = CliRunner().invoke(main, ["annotate", str(rel), "--out", str(out), "--model", str(tiny_bundle),
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    rows = fitsio.read(str(out), "STELLAR_PARAMS")
+    nan = ~np.isfinite(rows["FEH"])
+    assert np.all(rows["FLAG_BAD"][nan])
+    bits = {f.name: f.value for f in FLAG_BITS}
+    (k,) = np.flatnonzero(rows["TARGETID"] == dead)
+    assert np.isnan(rows["FEH"][k])
+    assert rows["FLAGS"][k] & bits["NOT_ESTIMATED"] and rows["FLAGS"][k] & bits["BAD_PIXELS"]

@@ -36,8 +36,10 @@ def _base(n):
 
 
 def test_each_diagnostic_sets_exactly_its_bit():
-    n = 12
+    n = 13
     d = _base(n)
+    d["estimated"] = np.ones(n, bool)
+    d["estimated"][12] = False
     d["is_star"][1] = False
     d["snr"][2] = 4.0
     d["bad_frac"][3] = 0.6
@@ -53,10 +55,10 @@ def test_each_diagnostic_sets_exactly_its_bit():
     assert flags.dtype == np.int64
     expected = [0, B["NOT_STAR"], B["LOW_SNR"], B["BAD_PIXELS"], B["NOT_COVERED"], B["CONT_FAIL"],
                 B["INPUT_OUT_OF_DOMAIN"], B["PRED_OUT_OF_DOMAIN"], B["ENSEMBLE_DISAGREE"], B["ZWARN"],
-                B["BAD_FIBERSTATUS"], B["READ_FAILED"]]
+                B["BAD_FIBERSTATUS"], B["READ_FAILED"], B["NOT_ESTIMATED"]]
     np.testing.assert_array_equal(flags, expected)
     np.testing.assert_array_equal(
-        fl.flag_bad(flags), [False, True, False, True, True, True, False, True, True, False, True, True])
+        fl.flag_bad(flags), [False, True, False, True, True, True, False, True, True, False, True, True, True])
 
 
 def test_quality_bits_only_on_processed_rows():
