@@ -37,13 +37,14 @@ class LabelledSet:
     targetid: np.ndarray      # (N,) int64
     snr: np.ndarray           # (N,) float32, median S/N on the grid
     survey: np.ndarray        # (N,) str
+    key: str = ""             # what the set was made from (see _cache_key)
 
     def __len__(self) -> int:
         return len(self.targetid)
 
     def save(self, path: str) -> None:
         np.savez(path, flux=self.flux, ivar=self.ivar, targetid=self.targetid, snr=self.snr,
-                 survey=self.survey.astype("U16"),
+                 survey=self.survey.astype("U16"), key=np.array(self.key),
                  **{f"label_{k}": v for k, v in self.labels.items()})
 
     @classmethod
@@ -51,7 +52,7 @@ class LabelledSet:
         with np.load(path, allow_pickle=False) as z:
             labels = {k[6:]: z[k] for k in z.files if k.startswith("label_")}
             return cls(flux=z["flux"], ivar=z["ivar"], labels=labels, targetid=z["targetid"],
-                       snr=z["snr"], survey=z["survey"])
+                       snr=z["snr"], survey=z["survey"], key=str(z["key"]) if "key" in z.files else "")
 
 
 def read_label_table(path: str) -> dict:
@@ -109,6 +110,27 @@ def _match_rows(table: dict, meta: dict) -> tuple[np.ndarray, np.ndarray]:
     raise ConfigError("label table has no TARGETID/OBSID column and no RA/DEC to match on")
 
 
+def _cache_key(inputs, *, labels_path: str, names, grid, settings) -> str:
+    """sha256 of everything a labelled set depends on: input files (path, size, mtime), the label
+    table (path, size, mtime), the label names, the grid and the preprocessing settings."""
+    import hashlib
+    import json
+
+    from catalog_tool.io.release import FITS_SUFFIXES
+
+    files = []
+    for raw in inputs:
+        path = os.path.abspath(os.fspath(raw))
+        if os.path.isdir(path):
+            for folder, _, fnames in sorted(os.walk(path)):
+                files += [os.path.join(folder, f) for f in sorted(fnames) if f.lower().endswith(FITS_SUFFIXES)]
+        else:
+            files.append(path)
+    stat = [[f, os.path.getsize(f), int(os.path.getmtime(f))] for f in files + [labels_path] if os.path.exists(f)]
+    blob = json.dumps([stat, list(names), grid.to_dict(), settings.to_dict()], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def load_labelled(inputs, *, labels_path: str, names: list[str], grid, settings,
                   cache: str | None = None) -> tuple[LabelledSet, list[tuple[str, str]]]:
     """Read, match and preprocess labelled spectra.
@@ -133,8 +155,13 @@ def load_labelled(inputs, *, labels_path: str, names: list[str], grid, settings,
     from catalog_tool.io import desi, lamost, release
     from catalog_tool.preprocess.chain import preprocess_batch
 
+    key = _cache_key(inputs, labels_path=labels_path, names=names, grid=grid, settings=settings)
     if cache and os.path.exists(cache):
-        return LabelledSet.load(cache), []
+        cached = LabelledSet.load(cache)
+        if cached.key != key:
+            raise ConfigError(f"cache {cache} was made from other inputs, labels or preprocessing; "
+                              f"delete it or give another --cache file")
+        return cached, []
     table = read_label_table(labels_path)
     missing = [n for n in names if n.upper() not in table]
     if missing:
@@ -181,7 +208,7 @@ def load_labelled(inputs, *, labels_path: str, names: list[str], grid, settings,
     out = LabelledSet(flux=np.concatenate(flux), ivar=np.concatenate(ivar),
                       labels={n: np.concatenate(v) for n, v in labels.items()},
                       targetid=np.concatenate(tids), snr=np.concatenate(snr),
-                      survey=np.concatenate(survey))
+                      survey=np.concatenate(survey), key=key)
     if cache:
         out.save(cache)
     return out, failures
