@@ -14,8 +14,9 @@ import fitsio
 import numpy as np
 
 from catalog_tool.errors import ConfigError
+from catalog_tool.sim._fitsraw import add_checksum_placeholders, finalize_checksums
 
-__all__ = ["LABELS", "SimResult", "check_snr_range", "prepare_output", "atomic_fits",
+__all__ = ["LABELS", "SimResult", "check_snr_range", "prepare_output", "atomic_path", "atomic_fits",
            "as_label_table", "draw_labels", "draw_rv", "draw_snr", "load_model", "write_truth",
            "TRUTH_KINDS"]
 
@@ -85,8 +86,8 @@ def prepare_output(out: str | os.PathLike, *, overwrite: bool, owned: list[str])
 
 
 @contextlib.contextmanager
-def atomic_fits(path: str, *, compress: bool = False) -> Iterator[fitsio.FITS]:
-    """Write a FITS file under a temporary name and rename it into place when complete.
+def atomic_path(path: str, *, compress: bool = False) -> Iterator[str]:
+    """A temporary name beside ``path`` to write a file under; renamed into place when complete.
 
     With ``compress`` the finished file is gzip-compressed (``path`` should end in ``.gz``). On an
     exception the temporary file is removed and nothing appears at ``path``.
@@ -95,11 +96,7 @@ def atomic_fits(path: str, *, compress: bool = False) -> Iterator[fitsio.FITS]:
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, "." + os.path.basename(path).removesuffix(".gz") + ".tmp")
     try:
-        fits = fitsio.FITS(tmp, "rw", clobber=True)
-        try:
-            yield fits
-        finally:
-            fits.close()
+        yield tmp
         if compress:
             gz = tmp + ".gz"
             with open(tmp, "rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
@@ -111,6 +108,21 @@ def atomic_fits(path: str, *, compress: bool = False) -> Iterator[fitsio.FITS]:
         for p in (tmp, tmp + ".gz"):
             if os.path.exists(p):
                 os.remove(p)
+
+
+@contextlib.contextmanager
+def atomic_fits(path: str, *, compress: bool = False) -> Iterator[fitsio.FITS]:
+    """Write a FITS file under a temporary name and rename it into place when complete.
+
+    With ``compress`` the finished file is gzip-compressed (``path`` should end in ``.gz``). On an
+    exception the temporary file is removed and nothing appears at ``path``.
+    """
+    with atomic_path(path, compress=compress) as tmp:
+        fits = fitsio.FITS(tmp, "rw", clobber=True)
+        try:
+            yield fits
+        finally:
+            fits.close()
 
 
 def as_label_table(labels) -> dict:
@@ -183,7 +195,11 @@ def write_truth(path: str, columns: dict, *, header: dict, extname: str = "TRUTH
     data = np.zeros(len(columns[names[0]]), dtype=[(c, np.asarray(columns[c]).dtype) for c in names])
     for c in names:
         data[c] = columns[c]
-    with atomic_fits(path) as f:
-        f.write(data, extname=extname, units=[units.get(c, "") for c in names],
-                header=[{"name": k, "value": v} for k, v in header.items()])
-        f[-1].write_checksum()
+    with atomic_path(path) as tmp:
+        with fitsio.FITS(tmp, "rw", clobber=True) as f:
+            f.write(data, extname=extname, units=[units.get(c, "") for c in names],
+                    header=[{"name": k, "value": v} for k, v in header.items()])
+            for hdu in f:
+                add_checksum_placeholders(hdu)
+        # Our checksums carry no date: the same simulation gives byte-identical truth tables.
+        finalize_checksums(tmp)

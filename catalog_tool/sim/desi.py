@@ -18,15 +18,17 @@ import math
 import os
 from dataclasses import dataclass
 
+import fitsio
 import healpy as hp
 import numpy as np
 
 from catalog_tool import __version__
 from catalog_tool.errors import ConfigError
 from catalog_tool.sim import _desi_schema as schema
+from catalog_tool.sim import _fitsraw as fr
 from catalog_tool.sim import instrument as ins
 from catalog_tool.sim.common import (
-    LABELS, SimResult, as_label_table, atomic_fits, check_snr_range, draw_labels, draw_rv,
+    LABELS, SimResult, as_label_table, atomic_path, check_snr_range, draw_labels, draw_rv,
     draw_snr, load_model, prepare_output, write_truth,
 )
 from catalog_tool.sim.templates import galaxy_flux, qso_flux, stellar_class
@@ -356,6 +358,16 @@ class _Instrument:
         self.ref = (self.all_wave > 6000) & (self.all_wave < 7500) & (np.arange(self.all_wave.size) < self.slices["Z"].start)
         self.resolution = {a: ins.resolution_diagonals(fwhm_pix=self.fwhm[self.slices[a]] / ins.DESI_DWAVE)
                            for a in _ARMS}
+        self._res_blocks = {}
+
+    def resolution_block(self, arm: str, rows: int = 32) -> tuple[np.ndarray, int]:
+        """``rows`` copies of the arm's RESOLUTION diagonals as big-endian float32, and the FITS
+        checksum of one copy: every fibre has the same LSF, so it is encoded once per run."""
+        if arm not in self._res_blocks:
+            one = self.resolution[arm].astype(">f4")
+            block = np.ascontiguousarray(np.broadcast_to(one, (rows,) + one.shape))
+            self._res_blocks[arm] = (block, fr.ones_sum(one))
+        return self._res_blocks[arm]
 
 
 def _normalise_to_mag(flux: np.ndarray, inst: _Instrument, mag: np.ndarray) -> np.ndarray:
@@ -377,9 +389,8 @@ def _spans(n: int, npix: int, rate: float, rng: np.random.Generator, maxlen: int
     return np.cumsum(d, axis=1)[:, :npix] > 0
 
 
-def _render_chunk(p: dict, rows: slice, *, inst: _Instrument, model, rng: np.random.Generator,
-                  resolution: bool) -> dict:
-    """Flux, ivar, mask (and resolution) of rows ``rows`` of a planned pixel, per arm."""
+def _render_chunk(p: dict, rows: slice, *, inst: _Instrument, model, rng: np.random.Generator) -> dict:
+    """Flux, ivar and mask of rows ``rows`` of a planned pixel, per arm (RESOLUTION: the writer's)."""
     kinds = p["KIND"][rows]
     n = kinds.size
     nall = inst.all_wave.size
@@ -427,12 +438,7 @@ def _render_chunk(p: dict, rows: slice, *, inst: _Instrument, model, rng: np.ran
         iv[dead] = 0.0
         m[dead] = BITS["BADFIBER"] | BITS["ALLBADPIX"]
         f[una], iv[una], m[una] = 0.0, 0.0, 0  # unassigned fibres: all-zero data, as in real coadds
-        arm = {"FLUX": f, "IVAR": iv, "MASK": m}
-        if resolution:
-            r = np.broadcast_to(inst.resolution[a], (n,) + inst.resolution[a].shape).copy()
-            r[una] = 0.0
-            arm["RESOLUTION"] = r
-        out[a] = arm
+        out[a] = {"FLUX": f, "IVAR": iv, "MASK": m}
     return out
 
 
@@ -526,6 +532,35 @@ def _write_table(fits, data: np.ndarray, columns, extname: str, header: list[dic
             hdu.write_key(f"TTYPE{i}", name, comment=comment)
 
 
+def _image_hdus(n: int, inst: _Instrument, resolution: bool) -> list[tuple]:
+    """The coadd's image HDUs after EXP_FIBERMAP, in the real files' order (see RawImageWriter)."""
+    hdus = []
+    for a in _ARMS:
+        npix = inst.npix[a]
+        hdus.append((f"{a}_WAVELENGTH", "f8", (npix,), [("BUNIT", "Angstrom", "")]))
+        hdus.append((f"{a}_FLUX", "f4", (n, npix), [("BUNIT", _BUNIT_FLUX, "")]))
+        hdus.append((f"{a}_IVAR", "f4", (n, npix), [("BUNIT", _BUNIT_IVAR, "")]))
+        hdus.append((f"{a}_MASK", "i4", (n, npix), []))
+        if resolution:
+            hdus.append((f"{a}_RESOLUTION", "f4", (n, 11, npix), []))
+    return hdus
+
+
+def _write_resolution(w: fr.RawImageWriter, inst: _Instrument, kinds: np.ndarray, start: int) -> None:
+    """RESOLUTION rows of a chunk: the arm's constant block for every fibre but unassigned ones.
+
+    Unassigned rows are skipped; the writer's data region already reads as zeros there.
+    """
+    assigned = np.concatenate([[False], kinds != 4, [False]])
+    edges = np.flatnonzero(np.diff(assigned.astype(np.int8)))
+    for a in _ARMS:
+        block, rowsum = inst.resolution_block(a)
+        for lo, hi in zip(edges[::2], edges[1::2]):  # runs of assigned rows
+            for r0 in range(lo, hi, block.shape[0]):
+                k = min(block.shape[0], hi - r0)
+                w.write_bytes(f"{a}_RESOLUTION", start + r0, block[:k], datasum=fr.ones_repeat(rowsum, k))
+
+
 def _write_pixel(out: str, pixel: int, p: dict, *, survey, program, seed, inst: _Instrument, model,
                  ss: np.random.SeedSequence, chunk: int, resolution: bool, checksum: bool) -> list[str]:
     meta_ss, spec_ss = ss.spawn(2)
@@ -540,44 +575,53 @@ def _write_pixel(out: str, pixel: int, p: dict, *, survey, program, seed, inst: 
     chunk_ss = spec_ss.spawn(nchunks)
     npixels = np.zeros(n, np.int64)
     scores = []
-    with atomic_fits(cpath) as f:
-        f.write(None, header=_primary_header(pixel, survey, program, seed))
-        _write_table(f, fm, schema.FIBERMAP_COLUMNS, "FIBERMAP", tab_hdr)
-        _write_table(f, efm, schema.EXP_FIBERMAP_COLUMNS, "EXP_FIBERMAP", tab_hdr)
-        for a in _ARMS:
-            f.write(inst.wave[a], extname=f"{a}_WAVELENGTH", header=[{"name": "BUNIT", "value": "Angstrom"}])
-            for kind, dt, unit in (("FLUX", "f4", _BUNIT_FLUX), ("IVAR", "f4", _BUNIT_IVAR), ("MASK", "i4", None)):
-                f.create_image_hdu(dims=[n, inst.npix[a]], dtype=dt, extname=f"{a}_{kind}")
-                if unit:
-                    f[-1].write_key("BUNIT", unit)
-            if resolution:
-                f.create_image_hdu(dims=[n, 11, inst.npix[a]], dtype="f4", extname=f"{a}_RESOLUTION")
-        for c in range(nchunks):
-            rows = slice(c * chunk, min((c + 1) * chunk, n))
-            spec = _render_chunk(p, rows, inst=inst, model=model, rng=np.random.default_rng(chunk_ss[c]),
-                                 resolution=resolution)
+    with atomic_path(cpath) as tmp:
+        # Tables through fitsio; the large images appended raw (no zero fill, no re-read for the
+        # checksums: see catalog_tool/sim/_fitsraw.py); SCORES appended by fitsio at the end.
+        with fitsio.FITS(tmp, "rw", clobber=True) as f:
+            f.write(None, header=_primary_header(pixel, survey, program, seed))
+            _write_table(f, fm, schema.FIBERMAP_COLUMNS, "FIBERMAP", tab_hdr)
+            _write_table(f, efm, schema.EXP_FIBERMAP_COLUMNS, "EXP_FIBERMAP", tab_hdr)
+            if checksum:
+                for hdu in f:
+                    fr.add_checksum_placeholders(hdu)
+        w = fr.RawImageWriter(tmp, _image_hdus(n, inst, resolution), checksum=checksum)
+        try:
             for a in _ARMS:
-                for kind, arr in spec[a].items():
-                    start = [rows.start] + [0] * (arr.ndim - 1)
-                    f[f"{a}_{kind}"].write(np.ascontiguousarray(arr), start=start)
-                npixels[rows] += (spec[a]["IVAR"] > 0).sum(axis=1)
-            scores.append(_scores_rows(spec, p["TARGETID"][rows], inst, tsnr2[rows]))
-        _write_table(f, np.concatenate(scores), schema.SCORES_COLUMNS, "SCORES")
+                w.write_rows(f"{a}_WAVELENGTH", 0, inst.wave[a])
+            for c in range(nchunks):
+                rows = slice(c * chunk, min((c + 1) * chunk, n))
+                spec = _render_chunk(p, rows, inst=inst, model=model, rng=np.random.default_rng(chunk_ss[c]))
+                for a in _ARMS:
+                    for kind, arr in spec[a].items():
+                        w.write_rows(f"{a}_{kind}", rows.start, arr)
+                    npixels[rows] += (spec[a]["IVAR"] > 0).sum(axis=1)
+                if resolution:
+                    _write_resolution(w, inst, p["KIND"][rows], rows.start)
+                scores.append(_scores_rows(spec, p["TARGETID"][rows], inst, tsnr2[rows]))
+        finally:
+            w.close()
+        with fitsio.FITS(tmp, "rw") as f:
+            _write_table(f, np.concatenate(scores), schema.SCORES_COLUMNS, "SCORES")
+            if checksum:
+                fr.add_checksum_placeholders(f[-1])
         if checksum:
-            for hdu in f:
-                hdu.write_checksum()
+            fr.finalize_checksums(tmp, datasums=w.datasums())
     rpath = coadd_path(out, survey=survey, program=program, pixel=pixel, prefix="redrock")
-    with atomic_fits(rpath) as f:
-        hdr = _primary_header(pixel, survey, program, seed)
-        hdr.insert(0, {"name": "RRVER", "value": "0.20.2"})
-        f.write(None, header=hdr)
-        _write_table(f, _redshifts(p, npixels, mrng), schema.REDSHIFTS_COLUMNS, "REDSHIFTS")
-        _write_table(f, fm, schema.FIBERMAP_COLUMNS, "FIBERMAP", tab_hdr)
-        _write_table(f, efm, schema.EXP_FIBERMAP_COLUMNS, "EXP_FIBERMAP", tab_hdr)
-        _write_table(f, tsnr2, schema.TSNR2_COLUMNS, "TSNR2")
+    with atomic_path(rpath) as tmp:
+        with fitsio.FITS(tmp, "rw", clobber=True) as f:
+            hdr = _primary_header(pixel, survey, program, seed)
+            hdr.insert(0, {"name": "RRVER", "value": "0.20.2"})
+            f.write(None, header=hdr)
+            _write_table(f, _redshifts(p, npixels, mrng), schema.REDSHIFTS_COLUMNS, "REDSHIFTS")
+            _write_table(f, fm, schema.FIBERMAP_COLUMNS, "FIBERMAP", tab_hdr)
+            _write_table(f, efm, schema.EXP_FIBERMAP_COLUMNS, "EXP_FIBERMAP", tab_hdr)
+            _write_table(f, tsnr2, schema.TSNR2_COLUMNS, "TSNR2")
+            if checksum:
+                for hdu in f:
+                    fr.add_checksum_placeholders(hdu)
         if checksum:
-            for hdu in f:
-                hdu.write_checksum()
+            fr.finalize_checksums(tmp)
     return [os.path.relpath(cpath, out), os.path.relpath(rpath, out)]
 
 

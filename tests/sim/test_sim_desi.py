@@ -37,6 +37,10 @@ def test_layout_and_determinism(release, tmp_path):
         a = fitsio.read(f"{release.out}/{rel}", "FIBERMAP" if "coadd" in rel else "REDSHIFTS")
         b = fitsio.read(f"{again.out}/{rel}", "FIBERMAP" if "coadd" in rel else "REDSHIFTS")
         assert np.array_equal(a, b)
+    # Byte-identical files: checksums carry no date, nothing depends on the run's time.
+    for rel in release.files:
+        assert _digest(f"{release.out}/{rel}") == _digest(f"{again.out}/{rel}"), rel
+    assert _digest(release.truth) == _digest(again.truth)
     f1 = fitsio.read(f"{release.out}/{release.files[0]}", "R_FLUX")
     f2 = fitsio.read(f"{again.out}/{release.files[0]}", "R_FLUX")
     assert np.array_equal(f1, f2)
@@ -62,6 +66,21 @@ def test_headers_and_hdus_like_real_files(release, realdata):
     assert np.array_equal(sim["R_WAVELENGTH"].read(), real["R_WAVELENGTH"].read())
     assert sim["FIBERMAP"].read_header()["TUNIT3"] == "deg"
     assert "CHECKSUM" in sim["B_FLUX"].read_header()
+    for rel in release.files:
+        for hdu in fitsio.FITS(f"{release.out}/{rel}"):
+            hdu.verify_checksum()  # raises on a wrong CHECKSUM or DATASUM
+
+
+def test_resolution_rows(release):
+    truth = fitsio.read(release.truth)
+    rel = release.files[0]
+    una = truth["KIND"][truth["FILE"] == rel] == "unassigned"
+    assert una.any() and not una.all()
+    for arm in "BRZ":
+        res = fitsio.read(f"{release.out}/{rel}", f"{arm}_RESOLUTION")
+        assert np.all(res[una] == 0)
+        assert np.all(res[~una] == res[~una][0])
+        assert np.allclose(res[~una][0].sum(axis=0), 1.0, atol=1e-6)
 
 
 def test_truth_matches_files_row_for_row(release):
