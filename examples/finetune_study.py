@@ -51,17 +51,12 @@ def main(argv=None) -> int:
     import torch
 
     from catalog_tool.models.bundle import make_provenance
-    from catalog_tool.models.infer import predict
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.sim.desi import simulate_desi
-    from catalog_tool.sim.lamost import simulate_lamost
-    from catalog_tool.sim.population import sample_labels
-    from catalog_tool.train.data import load_labelled
     from catalog_tool.train.evaluate import format_markdown, metrics_table
-    from catalog_tool.train.finetune import finetune
     from catalog_tool.train.loop import TrainConfig
     from catalog_tool.train.pretrain import pretrain
+    from catalog_tool.train.study import finetune_methods, simulate_study_sets
 
     torch.set_num_threads(args.threads)
     names = args.labels.split(",")
@@ -69,18 +64,8 @@ def main(argv=None) -> int:
     grid, settings = ModelGrid(), PreprocessSettings()
     with tempfile.TemporaryDirectory(prefix="stxcat-study-") as tmp:
         work = args.work or tmp
-        log(f"simulating {args.n_lamost} LAMOST spectra")
-        lam = simulate_lamost(os.path.join(work, "lamost"), n=args.n_lamost, seed=args.seed, snr_range=(10, 150),
-                              overwrite=True)
-        sets = {"lamost": load_labelled([os.path.join(work, "lamost", "spectra")], labels_path=lam.truth,
-                                        names=names, grid=grid, settings=settings)[0]}
-        for key, n, seed in (("desi_ft", args.n_desi, args.seed + 1), ("desi_test", args.n_test, args.seed + 2)):
-            log(f"simulating {n} DESI stars ({key})")
-            r = simulate_desi(os.path.join(work, key), pixels=max(1, n // 250), seed=seed,
-                              labels=sample_labels(n, rng=np.random.default_rng(seed)), resolution=False,
-                              snr_range=(5, 100), program="bright", overwrite=True)
-            sets[key] = load_labelled([os.path.join(work, key)], labels_path=r.truth, names=names, grid=grid,
-                                      settings=settings)[0]
+        sets = simulate_study_sets(work, n_lamost=args.n_lamost, n_desi=args.n_desi, n_test=args.n_test, names=names,
+                                   seed=args.seed, grid=grid, settings=settings, log=log).sets
         log("sizes: " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
 
         lamset, ft, test = sets["lamost"], sets["desi_ft"], sets["desi_test"]
@@ -94,20 +79,17 @@ def main(argv=None) -> int:
         base = ens.save(os.path.join(work, "pretrained"), grid=grid, preprocess=settings, provenance=prov,
                         overwrite=True)
         true = np.stack([test.labels[n] for n in names], axis=1)
-        rows = []
-        for method in args.methods.split(","):
-            t0 = time.perf_counter()
+
+        def config_for(method):
             lr = args.full_lr if method == "full" and args.full_lr else args.ft_lr
-            tuned = finetune(base, flux=ft.flux, labels=ft.labels, method=method,
-                             config=TrainConfig(epochs=args.ft_epochs, batch_size=32, lr=lr, seed=args.seed,
-                                                patience=8, freeze_bn=args.freeze_bn),
-                             log_path=os.path.join(work, f"log-{method}.jsonl"))
-            b = tuned.save(os.path.join(work, f"ft-{method}"), grid=grid, preprocess=settings, provenance=prov,
-                           overwrite=True)
-            pred = predict(b, flux=test.flux, ivar=test.ivar, noise="none").values
-            for r in metrics_table(pred=pred, true=true, label_names=names, feh_ref=test.labels["FEH"]):
-                rows.append({"method": method, **r})
-            log(f"  {method}: {time.perf_counter() - t0:.0f} s")
+            return TrainConfig(epochs=args.ft_epochs, batch_size=32, lr=lr, seed=args.seed, patience=8,
+                               freeze_bn=args.freeze_bn)
+
+        rows = []
+        for r in finetune_methods(base, ft=ft, test=test, methods=args.methods.split(","), config_for=config_for,
+                                  out_dir=work, provenance=prov, grid=grid, settings=settings, log=log):
+            for row in metrics_table(pred=r.pred, true=true, label_names=names, feh_ref=test.labels["FEH"]):
+                rows.append({"method": r.method, **row})
         rows.sort(key=lambda r: (names.index(r["label"]), r["subset"], r["method"]))
         print(f"\nTest set: {len(test)} simulated DESI stars; fine-tuned on {len(ft)}; pre-trained on {len(lamset)} "
               f"simulated LAMOST spectra.\n")

@@ -38,26 +38,6 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def simulate_sets(work: str, args) -> dict:
-    from catalog_tool.sim.desi import simulate_desi
-    from catalog_tool.sim.lamost import simulate_lamost
-    from catalog_tool.sim.population import sample_labels
-
-    paths = {}
-    log(f"simulating {args.n_lamost} LAMOST spectra")
-    r = simulate_lamost(os.path.join(work, "lamost"), n=args.n_lamost, seed=args.seed, snr_range=(10, 150))
-    paths["lamost"] = (os.path.join(work, "lamost", "spectra"), r.truth)
-    for name, n, seed in (("desi_ft", args.n_desi, args.seed + 1), ("desi_test", args.n_test, args.seed + 2)):
-        rng = np.random.default_rng(seed)
-        lab = sample_labels(n, rng=rng)
-        pixels = max(1, n // 250)
-        log(f"simulating {n} DESI stars ({name})")
-        r = simulate_desi(os.path.join(work, name), pixels=pixels, seed=seed, labels=lab,
-                          resolution=False, snr_range=(5, 100), program="bright")
-        paths[name] = (os.path.join(work, name), r.truth)
-    return paths
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="bundle folder to write")
@@ -84,11 +64,12 @@ def main(argv=None) -> int:
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
     from catalog_tool.sim.specmodel import SpectralModel
-    from catalog_tool.train.data import load_labelled
-    from catalog_tool.train.evaluate import metrics_table
+    from catalog_tool.models.bundle import load_bundle
+    from catalog_tool.train.evaluate import calibration_table, metrics_table
     from catalog_tool.train.finetune import finetune
     from catalog_tool.train.loop import TrainConfig, split_indices
     from catalog_tool.train.pretrain import pretrain
+    from catalog_tool.train.study import simulate_study_sets
     from catalog_tool.models.infer import predict
 
     torch.set_num_threads(args.threads)
@@ -97,15 +78,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="stxcat-train-") as tmp:
         work = args.work or tmp
         os.makedirs(work, exist_ok=True)
-        paths = simulate_sets(work, args)
-        sets = {}
-        for name, (inp, truth) in paths.items():
-            log(f"preprocessing {name}")
-            sets[name], failed = load_labelled([inp], labels_path=truth, names=LABELS, grid=grid,
-                                               settings=settings)
-            if failed:
-                log(f"  {len(failed)} files failed, e.g. {failed[0]}")
-            log(f"  {len(sets[name])} labelled spectra")
+        sets = simulate_study_sets(work, n_lamost=args.n_lamost, n_desi=args.n_desi, n_test=args.n_test,
+                                   names=LABELS, seed=args.seed, grid=grid, settings=settings,
+                                   lamost_overwrite=False, log=log).sets
 
         lam = sets["lamost"]
         log(f"pre-training {args.ensemble} members, hidden {hidden}, {args.epochs} epochs")
@@ -153,8 +128,14 @@ def main(argv=None) -> int:
                    float16=True, check_flux=test.flux[:256], overwrite=True,
                    extra={"training": {"chosen_method": best,
                                        "val_loss": {m: r["val_loss"] for m, r in results.items()}}})
+        # uncertainty calibration of the shipped bundle (float16, noise propagated) on the test set
+        shipped = load_bundle(args.out)
+        pred = predict(shipped, flux=test.flux, ivar=test.ivar)
+        calib = calibration_table(pred=pred.values, true=np.stack([test.labels[n] for n in LABELS], 1),
+                                  err=pred.errors, snr=test.snr, label_names=LABELS)
         with open(args.metrics_out, "w") as fh:
-            json.dump({"chosen": best, "results": results,
+            json.dump({"chosen": best, "results": results, "calibration": calib,
+                       "weights_sha256": shipped.sha256,
                        "sizes": {k: len(v) for k, v in sets.items()}, "args": vars(args)}, fh, indent=1,
                       default=float)
         log(f"wrote {args.out} and {args.metrics_out}")
