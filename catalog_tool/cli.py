@@ -90,17 +90,19 @@ def _snr_options(func):
 @click.option("--program", default="bright", show_default=True, help="DESI program name.")
 @_snr_options
 @click.option("--no-resolution", is_flag=True, help="Leave out the RESOLUTION HDUs (most of the volume).")
-@click.option("--no-checksum", is_flag=True, help="Skip CHECKSUM/DATASUM keywords (about 2x faster).")
+@click.option("--no-checksum", is_flag=True, help="Skip CHECKSUM/DATASUM keywords.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Processes writing pixels in parallel; the output does not depend on it.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier simulation in OUT.")
 @friendly_errors
 def simulate_desi_cmd(out, pixels, per_pixel, seed, survey, program, snr_min, snr_max, no_resolution,
-                      no_checksum, overwrite):
+                      no_checksum, workers, overwrite):
     """Write a DESI healpix release (coadd + redrock files) and truth-desi.fits into OUT."""
     from catalog_tool.sim.desi import simulate_desi
 
     r = simulate_desi(out, pixels=pixels, per_pixel=per_pixel, seed=seed, survey=survey, program=program,
                       snr_range=(snr_min, snr_max), resolution=not no_resolution,
-                      checksum=not no_checksum, overwrite=overwrite)
+                      checksum=not no_checksum, overwrite=overwrite, workers=workers)
     click.echo(f"wrote {r.nspec} spectra ({r.nstars} stars) in {len(r.files) // 2} pixels; truth: {r.truth}")
 
 

@@ -14,7 +14,9 @@ See docs/simulation.md ("Instruments", "File formats written").
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import multiprocessing
 import os
 from dataclasses import dataclass
 
@@ -625,10 +627,46 @@ def _write_pixel(out: str, pixel: int, p: dict, *, survey, program, seed, inst: 
     return [os.path.relpath(cpath, out), os.path.relpath(rpath, out)]
 
 
+_WORKER: dict = {}
+
+
+def _init_worker(model) -> None:
+    """Per-process constants: the spectral model and the instrument (built once, used by every pixel)."""
+    if _WORKER.get("given") is not model or "model" not in _WORKER:
+        _WORKER.update(given=model, model=load_model(model), inst=_Instrument())
+
+
+def _simulate_pixel(task: dict) -> tuple[list[str], dict]:
+    """Plan and write one pixel; returns its two file names and its truth-table columns."""
+    plan_ss, write_ss = task["ss"].spawn(2)
+    rows_i = task["rows"]
+    if rows_i is not None:
+        counts = task["mix"].counts(rows_i.size, stars_given=True)
+    else:
+        counts = task["mix"].counts(task["per_pixel"], stars_given=False)
+    pixel, survey, program = task["pixel"], task["survey"], task["program"]
+    p = _plan_pixel(pixel, counts=counts, star_labels=task["labels"], label_rows=rows_i,
+                    snr_range=task["snr_range"], program=program, rng=np.random.default_rng(plan_ss))
+    written = _write_pixel(task["out"], pixel, p, survey=survey, program=program, seed=task["seed"],
+                           inst=_WORKER["inst"], model=_WORKER["model"], ss=write_ss, chunk=task["chunk"],
+                           resolution=task["resolution"], checksum=task["checksum"])
+    n = p["KIND"].size
+    truth = {
+        "TARGETID": p["TARGETID"], "SURVEY": np.full(n, survey), "PROGRAM": np.full(n, program),
+        "HEALPIX": np.full(n, pixel, np.int32), "FILE": np.full(n, written[0]),
+        "ROW": np.arange(n, dtype=np.int32), "KIND": _KINDS[p["KIND"]],
+        "TARGET_RA": p["TARGET_RA"], "TARGET_DEC": p["TARGET_DEC"],
+        **{c: p[c] for c in LABELS}, "RV": p["RV"], "Z": p["Z"], "SNR": p["SNR"],
+        "MAG_R": p["MAG_R"], "COADD_FIBERSTATUS": p["COADD_FIBERSTATUS"],
+        "LABEL_ROW": p["LABEL_ROW"],
+    }
+    return written, truth
+
+
 def simulate_desi(out: str | os.PathLike, *, pixels: int = 4, per_pixel: int = 50, seed: int = 0,
                   survey: str = "main", program: str = "bright", snr_range=(5.0, 80.0), labels=None,
                   mix: DesiMix = DesiMix(), resolution: bool = True, chunk: int = 256,
-                  overwrite: bool = False, checksum: bool = True, model=None) -> SimResult:
+                  overwrite: bool = False, checksum: bool = True, model=None, workers: int = 1) -> SimResult:
     """Write a synthetic DESI healpix release with its truth table.
 
     Parameters
@@ -663,7 +701,11 @@ def simulate_desi(out: str | os.PathLike, *, pixels: int = 4, per_pixel: int = 5
         Write CHECKSUM/DATASUM to every HDU, as the pipeline does (re-reads each file once).
     model : object, optional
         Spectral model with ``render(*, teff, logg, feh, alphafe, wave)``; default: the bundled
-        :class:`catalog_tool.sim.specmodel.SpectralModel`.
+        :class:`catalog_tool.sim.specmodel.SpectralModel`. With ``workers > 1`` it must be
+        picklable (it is sent once to each worker process).
+    workers : int
+        Processes writing pixels in parallel (1: in this process). The output is the same for any
+        number: every pixel draws from its own child of the seed's SeedSequence.
 
     Returns
     -------
@@ -681,6 +723,8 @@ def simulate_desi(out: str | os.PathLike, *, pixels: int = 4, per_pixel: int = 5
         problems.append(f"--per-pixel must be at least 1, got {per_pixel}")
     if chunk < 1:
         problems.append(f"chunk must be at least 1, got {chunk}")
+    if workers < 1:
+        problems.append(f"--workers must be at least 1, got {workers}")
     problems += check_snr_range(snr_range)
     for name, v in (("survey", survey), ("program", program)):
         if not v or not v.replace("_", "").isalnum() or v != v.lower():
@@ -691,44 +735,40 @@ def simulate_desi(out: str | os.PathLike, *, pixels: int = 4, per_pixel: int = 5
     if lab_all is not None and len(lab_all["TEFF"]) < pixels:
         raise ConfigError(f"{len(lab_all['TEFF'])} labelled stars cannot fill {pixels} pixels")
     out = prepare_output(out, overwrite=overwrite, owned=["healpix", TRUTH_NAME])
-    model = load_model(model)
-    inst = _Instrument()
+    if lab_all is None and mix.counts(per_pixel, stars_given=False)["star"] < 0:
+        raise ConfigError("DesiMix fractions exceed 1")
 
     root = np.random.SeedSequence(seed)
     sel_ss, pix_root = root.spawn(2)
     pix_list = _choose_pixels(pixels, np.random.default_rng(sel_ss))
     pix_ss = pix_root.spawn(pixels)
-    if lab_all is not None:
-        splits = np.array_split(np.arange(len(lab_all["TEFF"])), pixels)
+    splits = np.array_split(np.arange(len(lab_all["TEFF"])), pixels) if lab_all is not None else None
+    common = {"out": out, "per_pixel": per_pixel, "survey": survey, "program": program, "seed": seed,
+              "snr_range": tuple(snr_range), "mix": mix, "resolution": resolution, "chunk": chunk,
+              "checksum": checksum}
+
+    def tasks():
+        # Everything a pixel needs travels with it (its own SeedSequence child included), so the
+        # output does not depend on which process writes which pixel.
+        for i, pixel in enumerate(pix_list):
+            rows_i = splits[i] if splits is not None else None
+            star_lab = {c: v[rows_i] for c, v in lab_all.items()} if rows_i is not None else None
+            yield {**common, "pixel": int(pixel), "ss": pix_ss[i], "rows": rows_i, "labels": star_lab}
+
     files, truth = [], []
-    for i, pixel in enumerate(pix_list):
-        plan_ss, write_ss = pix_ss[i].spawn(2)
-        prng = np.random.default_rng(plan_ss)
-        if lab_all is not None:
-            rows_i = splits[i]
-            counts = mix.counts(rows_i.size, stars_given=True)
-            star_lab = {c: v[rows_i] for c, v in lab_all.items()}
-        else:
-            rows_i, star_lab = None, None
-            counts = mix.counts(per_pixel, stars_given=False)
-            if counts["star"] < 0:
-                raise ConfigError("DesiMix fractions exceed 1")
-        p = _plan_pixel(int(pixel), counts=counts, star_labels=star_lab, label_rows=rows_i,
-                        snr_range=snr_range, program=program, rng=prng)
-        written = _write_pixel(out, int(pixel), p, survey=survey, program=program, seed=seed, inst=inst,
-                               model=model, ss=write_ss, chunk=chunk, resolution=resolution,
-                               checksum=checksum)
-        files += written
-        n = p["KIND"].size
-        truth.append({
-            "TARGETID": p["TARGETID"], "SURVEY": np.full(n, survey), "PROGRAM": np.full(n, program),
-            "HEALPIX": np.full(n, pixel, np.int32), "FILE": np.full(n, written[0]),
-            "ROW": np.arange(n, dtype=np.int32), "KIND": _KINDS[p["KIND"]],
-            "TARGET_RA": p["TARGET_RA"], "TARGET_DEC": p["TARGET_DEC"],
-            **{c: p[c] for c in LABELS}, "RV": p["RV"], "Z": p["Z"], "SNR": p["SNR"],
-            "MAG_R": p["MAG_R"], "COADD_FIBERSTATUS": p["COADD_FIBERSTATUS"],
-            "LABEL_ROW": p["LABEL_ROW"],
-        })
+    if workers == 1:
+        _init_worker(model)
+        results = map(_simulate_pixel, tasks())
+        for written, t in results:
+            files += written
+            truth.append(t)
+    else:
+        ctx = multiprocessing.get_context("spawn")  # no fork: safe beside threads (dask, torch)
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                                    initializer=_init_worker, initargs=(model,)) as pool:
+            for written, t in pool.map(_simulate_pixel, tasks()):  # results in pixel order
+                files += written
+                truth.append(t)
     cols = {k: np.concatenate([t[k] for t in truth]) for k in truth[0]}
     for k in ("SURVEY", "PROGRAM", "FILE", "KIND"):
         cols[k] = cols[k].astype("S")

@@ -203,8 +203,10 @@ def resample_shifted(*, flux: np.ndarray, grid: FineGrid, wave: np.ndarray,
         When a shifted wavelength falls outside ``grid``.
     """
     n = flux.shape[0]
-    loglam = np.log10(np.broadcast_to(wave, (n,) + np.shape(wave)[-1:]))
+    # log10 of a shared (1-D) grid once, not once per row (same values either way).
+    loglam = np.log10(np.asarray(wave, dtype=np.float64))
     x = (loglam - np.log10(np.asarray(doppler, dtype=np.float64))[:, None] - grid.loglam0) / grid.dloglam
+    x = np.broadcast_to(x, (n, x.shape[-1]))
     if x.min() < 0 or x.max() > grid.npix - 1:
         raise ValueError("shifted wavelengths fall outside the rendering grid (RV too large?)")
     i0 = np.minimum(np.floor(x).astype(np.int64), grid.npix - 2)

@@ -143,6 +143,10 @@ class SpectralModel:
             "ALPHAFE": (-0.2, 0.6),
         }
         self._alpha_window = self._make_alpha_window(self.wave_model)
+        # Pixels where the alpha boost can differ from 1: elsewhere |exponent| < 1e-9 (|delta| <= 1),
+        # and 10**x rounds to exactly 1.0 in float32, so skipping them changes no bit.
+        self._alpha_cols = np.flatnonzero(ALPHA_GAMMA * self._alpha_window >= 1e-9)
+        self._basis_cache: tuple[np.ndarray, np.ndarray] | None = None
         self._red_edge = float(self.wave_model[-1])
         self._blue_edge = float(self.wave_model[0])
         self._ha = (self.wave_model > 6549.0) & (self.wave_model < 6579.0)  # H-alpha 6564.6 vac
@@ -191,9 +195,12 @@ class SpectralModel:
         """Continuum-normalised log-flux on the model grid, alpha adjustment applied: (N, npix)."""
         y = self._design(teff, logg, feh).astype(np.float32) @ self._theta
         delta = (alphafe - alpha_galactic(feh)).astype(np.float32)
-        boost = 10.0 ** (ALPHA_GAMMA * delta[:, None] * self._alpha_window[None, :].astype(np.float32))
+        cols = self._alpha_cols
+        yc = y[:, cols]
+        boost = 10.0 ** (ALPHA_GAMMA * delta[:, None] * self._alpha_window[None, cols].astype(np.float32))
         # Only absorption (negative log-flux) is scaled; pixels above the pseudo-continuum stay.
-        return y + np.minimum(y, 0.0) * (boost - 1.0)
+        y[:, cols] = yc + np.minimum(yc, 0.0) * (boost - 1.0)
+        return y
 
     def _ln_continuum(self, teff, logg, feh, wave2d) -> np.ndarray:
         """Log-continuum (1 at 5500 A) at ``wave2d`` (N or 1, nwave): (N, nwave)."""
@@ -205,12 +212,22 @@ class SpectralModel:
             return np.polynomial.legendre.legval((w - mid) / half, coef.T[:, :, None], tensor=False)
 
         inside = np.clip(wave2d, lo, hi)
-        lnc = legval(inside)
+        shared = wave2d.shape[0] == 1
+        if shared:
+            # One wavelength row for all stars (the simulators' fine grid): a matrix product with
+            # the Legendre basis, computed once per grid, instead of a Clenshaw pass per star.
+            lnc = coef @ self._legendre_basis(inside[0], coef.shape[1]).T
+        else:
+            lnc = legval(inside)
         # Blue of the MILES range: linear extrapolation with the slope over the first 50 A.
         w_b = np.array([[lo], [lo + 50.0]]).T  # (1, 2)
         lb = legval(w_b)
         slope_b = (lb[:, 1:2] - lb[:, 0:1]) / 50.0
-        lnc = np.where(wave2d < lo, lb[:, 0:1] + slope_b * (wave2d - lo), lnc)
+        if shared:
+            cb = np.flatnonzero(wave2d[0] < lo)
+            lnc[:, cb] = lb[:, 0:1] + slope_b * (wave2d[:, cb] - lo)
+        else:
+            lnc = np.where(wave2d < lo, lb[:, 0:1] + slope_b * (wave2d - lo), lnc)
         if np.any(wave2d > hi):
             # Red of it: Planck at the colour temperature matching the 6800 A / red-end ratio.
             w_r = np.array([[6800.0, hi]])
@@ -226,9 +243,24 @@ class SpectralModel:
                 tlo = np.where(too_cold, tm, tlo)
                 thi = np.where(too_cold, thi, tm)
             tc = np.exp(0.5 * (tlo + thi))[:, None]
-            red = lr[:, 1:2] + _ln_planck(wave2d, tc) - _ln_planck(hi, tc)
-            lnc = np.where(wave2d > hi, red, lnc)
+            if shared:
+                cr = np.flatnonzero(wave2d[0] > hi)
+                lnc[:, cr] = lr[:, 1:2] + _ln_planck(wave2d[:, cr], tc) - _ln_planck(hi, tc)
+            else:
+                red = lr[:, 1:2] + _ln_planck(wave2d, tc) - _ln_planck(hi, tc)
+                lnc = np.where(wave2d > hi, red, lnc)
         return lnc
+
+    def _legendre_basis(self, inside: np.ndarray, ncoef: int) -> np.ndarray:
+        """Legendre polynomials 0..ncoef-1 at ``inside`` (in the continuum's x), cached for the last grid."""
+        cached = self._basis_cache
+        if cached is not None and np.array_equal(cached[0], inside) and cached[1].shape[1] == ncoef:
+            return cached[1]
+        lo, hi = self._crange
+        mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+        basis = np.polynomial.legendre.legvander((inside - mid) / half, ncoef - 1)
+        self._basis_cache = (inside.copy(), basis)
+        return basis
 
     def _red_lines(self, teff, logg, feh, alphafe, ew_halpha, wave2d) -> np.ndarray:
         """Optical depth of the synthetic red-extension lines at ``wave2d``: (N, nwave)."""
@@ -320,10 +352,13 @@ class SpectralModel:
         idx = np.clip(np.searchsorted(wm, wave2d) - 1, 0, wm.size - 2)
         frac = np.clip((wave2d - wm[idx]) / (wm[idx + 1] - wm[idx]), 0.0, 1.0)
         n = y.shape[0]
-        idx_b = np.broadcast_to(idx, (n, wave2d.shape[1]))
-        frac_b = np.broadcast_to(frac, (n, wave2d.shape[1]))
-        ly = (np.take_along_axis(y, idx_b, axis=1) * (1.0 - frac_b)
-              + np.take_along_axis(y, idx_b + 1, axis=1) * frac_b)
+        if wave2d.shape[0] == 1:  # shared grid: one column gather for all stars
+            ly = np.take(y, idx[0], axis=1) * (1.0 - frac) + np.take(y, idx[0] + 1, axis=1) * frac
+        else:
+            idx_b = np.broadcast_to(idx, (n, wave2d.shape[1]))
+            frac_b = np.broadcast_to(frac, (n, wave2d.shape[1]))
+            ly = (np.take_along_axis(y, idx_b, axis=1) * (1.0 - frac_b)
+                  + np.take_along_axis(y, idx_b + 1, axis=1) * frac_b)
         # Beyond the red end the MILES pattern fades over ~10 A into the synthetic lines.
         beyond = np.clip(wave2d - self._red_edge, 0.0, None)
         ly = ly * np.exp(-beyond / 10.0)

@@ -49,6 +49,14 @@ def test_layout_and_determinism(release, tmp_path):
         fitsio.read(f"{other.out}/{other.files[0]}", "R_FLUX"), f1)
 
 
+def test_workers_do_not_change_the_output(release, tmp_path):
+    par = simulate_desi(tmp_path / "par", pixels=2, per_pixel=24, seed=11, workers=2)
+    assert par.files == release.files
+    for rel in release.files:
+        assert _digest(f"{release.out}/{rel}") == _digest(f"{par.out}/{rel}"), rel
+    assert _digest(release.truth) == _digest(par.truth)
+
+
 def test_headers_and_hdus_like_real_files(release, realdata):
     path = f"{release.out}/{release.files[0]}"
     real = fitsio.FITS(realdata / "desi" / "coadd-special-dark-27247.fits")
@@ -177,6 +185,7 @@ def test_same_stars_through_given_labels(tmp_path):
     ({"per_pixel": 0}, "--per-pixel"),
     ({"snr_range": (-1.0, 10.0)}, "positive"),
     ({"snr_range": (20.0, 10.0)}, "exceeds"),
+    ({"workers": 0}, "--workers"),
 ])
 def test_invalid_arguments(tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):
