@@ -2,7 +2,13 @@
 
 For each label the reported uncertainty is
 
-    error = sqrt(ensemble_std**2 + noise_std**2)
+    error = sqrt(ensemble_std**2 + noise_std**2 + floor**2)
+
+``floor`` is a per-label systematic term stored in the bundle's manifest
+(``manifest["uncertainty"]["floor"]``, label units; 0 when absent), fitted on validation stars
+so that (predicted - true) / error has unit robust scatter (see
+:func:`catalog_tool.train.evaluate.fit_error_floor`): the ensemble and the flux noise do not
+capture the error the model makes at high S/N (imperfect transfer, spectral-model limits).
 
 ``ensemble_std`` is the spread of the members' predictions (model uncertainty, ddof=1);
 ``noise_std`` is the flux noise (IVAR) carried through the network to the ensemble-mean
@@ -32,7 +38,7 @@ from catalog_tool.errors import ConfigError
 from catalog_tool.models.bundle import Bundle
 from catalog_tool.models.mlp import PerLabelStack
 
-__all__ = ["Prediction", "predict", "NOISE_METHODS", "resolve_device", "DEFAULT_BATCH_SIZE"]
+__all__ = ["Prediction", "predict", "error_floor", "NOISE_METHODS", "resolve_device", "DEFAULT_BATCH_SIZE"]
 
 NOISE_METHODS = ("linear", "mc", "none")
 DEFAULT_BATCH_SIZE = 1024
@@ -52,6 +58,12 @@ class Prediction:
         """(values, errors) of one label."""
         j = self.label_names.index(name)
         return self.values[:, j], self.errors[:, j]
+
+
+def error_floor(bundle: Bundle) -> np.ndarray:
+    """Per-label systematic uncertainty of ``bundle`` (label units; zeros when it has none)."""
+    floors = bundle.manifest.get("uncertainty", {}).get("floor", {})
+    return np.array([float(floors.get(name, 0.0)) for name in bundle.label_names], dtype=np.float64)
 
 
 def resolve_device(device: str | torch.device = "cpu") -> torch.device:
@@ -175,6 +187,8 @@ def predict(bundle: Bundle, *, flux: np.ndarray, ivar: np.ndarray, device: str |
             values[start:stop] = (mean * stds + means).cpu().numpy()
             ens_std[start:stop] = (spread * stds).cpu().numpy()
             noise_std[start:stop] = (nstd * stds).cpu().numpy()
-    errors = np.sqrt(ens_std.astype(np.float64) ** 2 + noise_std.astype(np.float64) ** 2).astype(np.float32)
+    floor = error_floor(bundle)
+    errors = np.sqrt(ens_std.astype(np.float64) ** 2 + noise_std.astype(np.float64) ** 2
+                     + floor ** 2).astype(np.float32)
     return Prediction(values=values, errors=errors, ensemble_std=ens_std, noise_std=noise_std,
                       label_names=list(bundle.label_names))

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MAD_TO_SIGMA", "FEH_SPLIT", "SNR_EDGES", "robust_scatter", "regression_metrics", "metrics_table",
+__all__ = ["MAD_TO_SIGMA", "FEH_SPLIT", "SNR_EDGES", "robust_scatter", "fit_error_floor", "regression_metrics",
+           "metrics_table",
            "calibration_table", "format_markdown"]
 
 #: Factor turning a median absolute deviation into a Gaussian-equivalent standard deviation.
@@ -36,6 +37,27 @@ def robust_scatter(r: np.ndarray) -> float:
     if r.size == 0:
         return float("nan")
     return float(MAD_TO_SIGMA * np.median(np.abs(r - np.median(r))))
+
+
+def fit_error_floor(*, pred: np.ndarray, true: np.ndarray, err: np.ndarray) -> float:
+    """The systematic term f >= 0 for which (pred - true) / sqrt(err**2 + f**2) has unit robust scatter.
+
+    0 when the given errors are already large enough (scatter <= 1) or nothing is finite. Solved by
+    bisection (the scatter falls monotonically as f grows).
+    """
+    pred, true, err = (np.asarray(a, float) for a in (pred, true, err))
+    ok = np.isfinite(pred) & np.isfinite(true) & np.isfinite(err) & (err >= 0)
+    r, e = pred[ok] - true[ok], err[ok]
+    if r.size < 2 or robust_scatter(r / np.maximum(e, 1e-300)) <= 1.0:
+        return 0.0
+    lo, hi = 0.0, max(10.0 * robust_scatter(r), 1e-12)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if robust_scatter(r / np.sqrt(e ** 2 + mid ** 2)) > 1.0:
+            lo = mid
+        else:
+            hi = mid
+    return float(hi)
 
 
 def regression_metrics(*, pred: np.ndarray, true: np.ndarray) -> dict:

@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 from catalog_tool.errors import ConfigError
+from catalog_tool.models.bundle import make_provenance
 from catalog_tool.models.infer import predict
 from catalog_tool.train.synthetic import toy_spectra
+
+GRID = {"loglam0": 3.602, "dloglam": 1e-4, "npix": 200}   # as the toy set of conftest.py
+PREPROCESS = {"rest_frame": False, "lsf_match_R": None}
 
 
 def test_uncertainties_grow_as_snr_falls(saved, toy, rng):
@@ -68,3 +72,30 @@ def test_wrong_shapes_and_options_refused(saved, toy):
         predict(saved, flux=flux, ivar=ivar[:10])
     with pytest.raises(ConfigError, match="noise must be one of"):
         predict(saved, flux=flux, ivar=ivar, noise="bootstrap")
+
+
+def test_error_floor_from_the_manifest_is_added_in_quadrature(trained, toy, tmp_path):
+    flux, ivar, _ = toy["test"]
+    plain = trained.save(tmp_path / "plain", grid=GRID, preprocess=PREPROCESS,
+                         provenance=make_provenance(command="pytest", seed=3))
+    floored = trained.save(tmp_path / "floored", grid=GRID, preprocess=PREPROCESS,
+                           provenance=make_provenance(command="pytest", seed=3),
+                           extra={"uncertainty": {"floor": {"FEH": 0.07}}})
+    a = predict(plain, flux=flux[:50], ivar=ivar[:50])
+    b = predict(floored, flux=flux[:50], ivar=ivar[:50])
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_allclose(b.errors[:, 0] ** 2, a.errors[:, 0] ** 2 + 0.07 ** 2, rtol=1e-5)
+    np.testing.assert_array_equal(b.errors[:, 1], a.errors[:, 1])  # LOGG has no floor
+
+
+def test_fit_error_floor_recovers_a_planted_systematic(rng):
+    from catalog_tool.train.evaluate import fit_error_floor, robust_scatter
+
+    n = 20000
+    err = rng.uniform(0.01, 0.2, n)
+    true = rng.normal(size=n)
+    pred = true + rng.normal(size=n) * np.sqrt(err ** 2 + 0.05 ** 2)
+    f = fit_error_floor(pred=pred, true=true, err=err)
+    assert abs(f - 0.05) < 0.005
+    assert abs(robust_scatter((pred - true) / np.sqrt(err ** 2 + f ** 2)) - 1) < 1e-3
+    assert fit_error_floor(pred=pred, true=true, err=err * 3) == 0.0  # already large enough
