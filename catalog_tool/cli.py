@@ -179,6 +179,8 @@ def annotate(inputs, config_file, **options):
     summary = run_annotate(cfg)
     click.echo(f"wrote {summary.out}: {summary.rows} rows, {summary.estimated} stars estimated, "
                f"{summary.flagged_bad} FLAG_BAD, in {summary.seconds:.1f} s on {summary.device}")
+    if summary.flag_counts:
+        click.echo("flags: " + ", ".join(f"{k} {v}" for k, v in summary.flag_counts.items()))
     if summary.per_pixel_files:
         click.echo(f"wrote {summary.per_pixel_files} per-pixel VAC files beside it")
     if summary.partitions_skipped:

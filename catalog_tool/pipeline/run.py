@@ -43,6 +43,7 @@ class RunSummary:
     rows: int = 0
     estimated: int = 0
     flagged_bad: int = 0
+    flag_counts: dict = field(default_factory=dict)
     partitions: int = 0
     partitions_skipped: int = 0
     failed_files: list = field(default_factory=list)
@@ -119,7 +120,7 @@ def _distributed_map(parts: list[dict], kwargs: dict, cfg: AnnotateConfig, on_do
 
 
 def _count(summary: RunSummary, path: str, first_label: str) -> None:
-    """Fill the estimated / FLAG_BAD counts of ``summary`` from the written VAC (two columns)."""
+    """Fill the estimated / FLAG_BAD / per-bit counts of ``summary`` from the written VAC (three columns)."""
     import fitsio
 
     with fitsio.FITS(path) as fits:
@@ -127,8 +128,13 @@ def _count(summary: RunSummary, path: str, first_label: str) -> None:
         if hdu.get_nrows():
             import numpy as np
 
+            from catalog_tool.vac.flags import FLAG_BITS
+
             summary.estimated = int(np.isfinite(hdu.read_column(first_label)).sum())
             summary.flagged_bad = int(hdu.read_column("FLAG_BAD").sum())
+            flags = hdu.read_column("FLAGS")
+            counts = {f.name: int(((flags & f.value) != 0).sum()) for f in FLAG_BITS}
+            summary.flag_counts = {k: v for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if v}
 
 
 def annotate(cfg: AnnotateConfig) -> RunSummary:
