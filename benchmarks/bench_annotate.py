@@ -83,7 +83,7 @@ def release(folder: pathlib.Path, n: int, per_pixel: int) -> pathlib.Path:
 
 def run_cli(args: list[str]) -> tuple[float, float, int, str]:
     """Run ``stxcat`` in a child: (wall s, run s as the command reports it, peak RSS bytes, stdout)."""
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    env = dict(os.environ)  # as a user runs it: no thread variables set for the child
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen([sys.executable, "-m", "catalog_tool.cli", *args], stdout=out,

@@ -19,7 +19,8 @@ from catalog_tool.errors import InputFileError, StxcatError
 from catalog_tool.select import is_star, is_target
 
 __all__ = ["run_partition", "process_files", "annotate_batch", "prepare_targets", "finish_targets",
-           "cached_bundle", "remember_bundle", "run_settings", "provenance", "DESI_ARM_RANGES", "CHUNK_ROWS"]
+           "cached_bundle", "remember_bundle", "run_settings", "provenance", "single_thread_blas",
+           "DESI_ARM_RANGES", "CHUNK_ROWS"]
 
 #: Wavelength coverage of the DESI arms (A): which arms a model grid needs.
 DESI_ARM_RANGES = {"B": (3600.0, 5800.0), "R": (5760.0, 7620.0), "Z": (7520.0, 9824.0)}
@@ -304,6 +305,30 @@ def process_files(files: list[dict], *, bundle, device: str, batch_size: int,
     return columns, failures, counts
 
 
+_blas_limited = False
+
+
+def single_thread_blas() -> None:
+    """Run numpy's (and scipy's) OpenBLAS on one thread in this process, once.
+
+    Preprocessing calls BLAS on small matrices (a few thousand pixels by six polynomial terms)
+    from the reader thread while torch runs inference beside it. A multi-threaded OpenBLAS gains
+    nothing on such sizes, and its threads wait for each other: on a busy machine (or when torch
+    holds the other core) that made every continuum fit 50 to 200 times slower, and the whole run
+    about three times slower, unless ``OMP_NUM_THREADS=1`` was set by hand.
+    """
+    global _blas_limited
+    if _blas_limited:
+        return
+    # import the preprocessing first: scipy loads its own OpenBLAS, which must be limited too
+    import catalog_tool.preprocess.chain  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    # OpenBLAS only (numpy's and scipy's copies): torch's own thread pools stay as --threads sets them
+    ThreadpoolController().select(internal_api="openblas").limit(limits=1)
+    _blas_limited = True
+
+
 _arms_cache: dict = {}
 
 
@@ -336,6 +361,7 @@ def run_partition(part: dict, *, work_dir: str, model: str, model_sha256: str, d
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    single_thread_blas()
     bundle = cached_bundle(model, model_sha256)
     device = str(resolve_device(device))  # 'auto' means this worker's GPU when it has one
     columns, failures, counts = process_files(part["files"], bundle=bundle, device=device,
