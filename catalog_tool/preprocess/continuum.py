@@ -128,9 +128,6 @@ class _BatchedPoly:
         filtering the spectra: the normal equations need ``(W V)^T S y = (S^T W V)^T y``, and
         ``S^T W V`` is a small (m, d+1) product per batch.
         """
-        # numpy hands a matmul to BLAS only for contiguous operands; a column slice of a wider
-        # array goes to its generic loop, about 80 times slower for these shapes
-        y = np.ascontiguousarray(y)
         if smoother is not None:
             if self.Vw is None:  # per-row weights: filter the spectra themselves
                 return self.fit(np.asarray((smoother @ y.T).T, np.float32))
