@@ -11,11 +11,12 @@ set and a held-out test set), then
   CPU inference cost per spectrum (without and with first-order noise propagation);
 * ``contrastive``: renders the LAMOST stars through DESI too, pre-trains a second encoder with the
   LAMOST-DESI contrastive term (and, with ``--control``, a third on both views without it), trains
-  heads on LAMOST for each, and prints the embedding MLPs' zero-shot (and adapter) metrics on DESI.
+  heads on LAMOST for each, and prints the embedding MLPs' zero-shot (and adapter) metrics on DESI
+  (``--encoders`` picks which of the three encoders to train).
 
     python examples/compare_embeddings.py [--parts comparison,contrastive] [--n-lamost 3000]
         [--n-desi 1500] [--n-test 1000] [--labels FEH,ALPHAFE] [--preset default] [--threads 2]
-        [--json-out results.json] [--quick]
+        [--encoders masked,contrastive,both-views] [--json-out results.json] [--quick]
 
 Every step is seeded. With the defaults ``--parts comparison`` takes about 20 minutes on 2 CPU
 cores and ``--parts contrastive`` about 15; ``--quick`` runs both parts on a few dozen stars with
@@ -50,7 +51,8 @@ def log(msg: str) -> None:
 
 def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="comparison", help="comma list of: comparison, contrastive")
+    ap.add_argument("--parts", default=None,
+                    help="comma list of: comparison, contrastive (default: comparison; with --quick both)")
     ap.add_argument("--n-lamost", type=int, default=3000)
     ap.add_argument("--n-desi", type=int, default=1500, help="DESI fine-tuning stars")
     ap.add_argument("--n-test", type=int, default=1000, help="held-out DESI test stars")
@@ -69,8 +71,11 @@ def parse(argv):
     ap.add_argument("--full-lr", type=float, default=3e-5, help="learning rate of full fine-tuning (both kinds)")
     ap.add_argument("--methods", default="zero-shot,adapter,lora,full")
     ap.add_argument("--kinds", default="spectrum,embedding")
-    ap.add_argument("--control", action="store_true",
-                    help="contrastive part: also an encoder on both views without the contrastive term")
+    ap.add_argument("--encoders", default=None,
+                    help="contrastive part: encoders to compare, of masked (LAMOST only), contrastive (LAMOST and "
+                         "DESI views of the same stars, with the contrastive term), both-views (both views, "
+                         "reconstruction only: the control); default masked,contrastive (with --quick all three)")
+    ap.add_argument("--control", action="store_true", help="same as adding both-views to --encoders")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--threads", type=int, default=2)
@@ -81,8 +86,8 @@ def parse(argv):
     if args.quick:
         for k, v in QUICK.items():
             setattr(args, k, v)
-        args.parts = "comparison,contrastive"
-        args.control = True
+    args.parts = args.parts or ("comparison,contrastive" if args.quick else "comparison")
+    args.encoders = args.encoders or ("masked,contrastive,both-views" if args.quick else "masked,contrastive")
     return args
 
 
@@ -150,8 +155,10 @@ def main(argv=None) -> int:
                                     seed=args.seed, grid=grid, settings=settings, paired="contrastive" in parts, log=log)
         lam, ft, test = study.sets["lamost"], study.sets["desi_ft"], study.sets["desi_test"]
         true = np.stack([test.labels[n] for n in names], axis=1)
-        log(f"encoder {size} ({ecfg.n_tokens} tokens), masked reconstruction on {len(lam)} LAMOST spectra")
-        enc_masked = encoder("masked", lam.flux, lam.ivar)
+        encoders = args.encoders.split(",") + (["both-views"] if args.control else [])
+        if "comparison" in parts or ("contrastive" in parts and "masked" in encoders):
+            log(f"encoder {size} ({ecfg.n_tokens} tokens), masked reconstruction on {len(lam)} LAMOST spectra")
+            enc_masked = encoder("masked", lam.flux, lam.ivar)
 
         if "comparison" in parts:
             bases, pre_s = {}, {}
@@ -187,11 +194,15 @@ def main(argv=None) -> int:
             ia, ib = paired_rows(study)
             pair = study.sets["desi_pair"]
             log(f"contrastive encoder on {len(ia)} LAMOST-DESI pairs of the same stars")
-            encs = {"masked": enc_masked,
-                    "contrastive": encoder("contrastive", lam.flux[ia], lam.ivar[ia], pair.flux[ib], pair.ivar[ib])}
-            if args.control:
-                encs["both-views"] = encoder("both-views", lam.flux[ia], lam.ivar[ia], pair.flux[ib], pair.ivar[ib],
-                                             weight=0.0)
+            encs = {}
+            for key in dict.fromkeys(encoders):
+                if key == "masked":
+                    encs[key] = enc_masked
+                elif key in ("contrastive", "both-views"):
+                    encs[key] = encoder(key, lam.flux[ia], lam.ivar[ia], pair.flux[ib], pair.ivar[ib],
+                                        weight=1.0 if key == "contrastive" else 0.0)
+                else:
+                    raise SystemExit(f"unknown encoder {key!r} (masked, contrastive, both-views)")
             for key, enc in encs.items():
                 base, _ = heads_on(enc, key)
                 out = finetune_methods(base, ft=ft, test=test, methods=[m for m in ("zero-shot", "adapter")],
