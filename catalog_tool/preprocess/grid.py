@@ -20,7 +20,16 @@ import numpy as np
 
 from catalog_tool.errors import ConfigError
 
-__all__ = ["ModelGrid", "resample_to_grid", "Resampled"]
+__all__ = ["ModelGrid", "resample_to_grid", "Resampled", "loglinear_wave"]
+
+
+def loglinear_wave(*, loglam0: float, dloglam: float, npix: int) -> np.ndarray:
+    """Wavelengths ``10**(loglam0 + dloglam * i)`` for ``i < npix``, float64, in Angstrom.
+
+    The one definition of a log-linear grid: the model grid, the simulator's rendering grid and
+    the LAMOST pixel grid (:mod:`catalog_tool.sim.instrument`) are all built with it.
+    """
+    return 10.0 ** (loglam0 + dloglam * np.arange(npix))
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,7 @@ class ModelGrid:
     @property
     def wave(self) -> np.ndarray:
         """Vacuum wavelengths in Angstrom, float64, shape (npix,)."""
-        return 10.0 ** self.loglam
+        return loglinear_wave(loglam0=self.loglam0, dloglam=self.dloglam, npix=self.npix)
 
     @property
     def range(self) -> tuple[float, float]:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
+from catalog_tool.preprocess.grid import loglinear_wave
+
 __all__ = [
     "C_KMS", "MODEL_FWHM", "LAMOST_LOGLAM0", "LAMOST_DLOGLAM", "LAMOST_NPIX", "LAMOST_R",
     "DESI_ARMS", "DESI_DWAVE", "DESI_R", "lamost_wave", "desi_wave", "desi_resolving_power",
@@ -56,7 +58,7 @@ DESI_R = {"B": (2000.0, 3200.0), "R": (3200.0, 4100.0), "Z": (4100.0, 5100.0)}
 
 def lamost_wave(npix: int = LAMOST_NPIX) -> np.ndarray:
     """LAMOST LRS vacuum wavelengths, ``10**(3.5682 + 1e-4 i)`` for ``i < npix`` (Angstrom)."""
-    return 10.0 ** (LAMOST_LOGLAM0 + LAMOST_DLOGLAM * np.arange(npix))
+    return loglinear_wave(loglam0=LAMOST_LOGLAM0, dloglam=LAMOST_DLOGLAM, npix=npix)
 
 
 def desi_wave(arm: str) -> np.ndarray:
@@ -128,12 +130,9 @@ class FineGrid:
         return cls(float(lo), float(dloglam), n)
 
     @property
-    def loglam(self) -> np.ndarray:
-        return self.loglam0 + self.dloglam * np.arange(self.npix)
-
-    @property
     def wave(self) -> np.ndarray:
-        return 10.0 ** self.loglam
+        """Rest-frame vacuum wavelengths (A) of the grid's pixels."""
+        return loglinear_wave(loglam0=self.loglam0, dloglam=self.dloglam, npix=self.npix)
 
 
 def lsf_matrix(*, grid: FineGrid, fwhm: np.ndarray) -> scipy.sparse.csr_matrix | None:

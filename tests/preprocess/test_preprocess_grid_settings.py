@@ -7,7 +7,8 @@ import pytest
 
 from catalog_tool.errors import ConfigError
 from catalog_tool.preprocess import ModelGrid, PreprocessSettings
-from catalog_tool.preprocess.grid import resample_to_grid
+from catalog_tool.preprocess.grid import loglinear_wave, resample_to_grid
+from catalog_tool.sim import instrument as ins
 
 
 def test_paper_grid():
@@ -16,6 +17,15 @@ def test_paper_grid():
     assert g.wave[0] == pytest.approx(3999.45, abs=0.01)
     assert g.wave[-1] == pytest.approx(5598.87, abs=0.01)
     np.testing.assert_allclose(np.diff(np.log10(g.wave)), 1e-4, rtol=1e-9)
+
+
+def test_one_loglinear_grid_helper_serves_model_and_simulator():
+    np.testing.assert_allclose(loglinear_wave(loglam0=3.0, dloglam=0.5, npix=3), [1e3, 10 ** 3.5, 1e4])
+    g = ModelGrid(loglam0=3.6, dloglam=2e-4, npix=7)
+    fine = ins.FineGrid(3.6, 2e-4, 7)
+    assert np.array_equal(g.wave, fine.wave)
+    assert np.array_equal(g.wave, 10.0 ** g.loglam)
+    assert ins.lamost_wave(4)[0] == pytest.approx(10 ** 3.5682)
 
 
 def test_grid_dict_round_trip():
