@@ -1,5 +1,6 @@
 """Pieces shared by the DESI and LAMOST simulators: argument checks, output folders, atomic FITS
-writing, star labels (drawn or given), radial velocities, S/N draws and the truth table."""
+writing, star labels (drawn or given), radial velocities, S/N draws, noiseless source spectra and
+the truth table."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import fitsio
 import numpy as np
 
 from catalog_tool.errors import ConfigError
+from catalog_tool.sim import instrument as ins
 from catalog_tool.sim._fitsraw import add_checksum_placeholders, finalize_checksums
+from catalog_tool.sim.templates import galaxy_flux, qso_flux
 
 __all__ = ["LABELS", "SimResult", "check_snr_range", "prepare_output", "atomic_path", "atomic_fits",
            "as_label_table", "draw_labels", "draw_rv", "draw_snr", "load_model", "write_truth",
-           "TRUTH_KINDS"]
+           "TRUTH_KINDS", "source_flux"]
 
 #: Stellar labels every star carries (truth-table columns; NaN for non-stars).
 LABELS = ("TEFF", "LOGG", "FEH", "ALPHAFE")
@@ -185,6 +188,50 @@ def draw_snr(n: int, *, snr_range, rng: np.random.Generator) -> np.ndarray:
     """Median S/N per pixel, log-uniform in ``snr_range`` (faint targets dominate, as in surveys)."""
     lo, hi = snr_range
     return np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+
+
+def source_flux(*, star: np.ndarray, galaxy: np.ndarray, qso: np.ndarray, labels: dict,
+                z: np.ndarray, wave: np.ndarray, grid: ins.FineGrid, lsf, model,
+                rng: np.random.Generator) -> np.ndarray:
+    """Noiseless observed-frame flux of the stars, galaxies and QSOs of a chunk (other rows 0).
+
+    Stars are rendered once on the rest-frame ``grid``, broadened by ``lsf`` and shifted to ``wave``;
+    galaxies and QSOs come from the templates at their redshift.
+
+    Parameters
+    ----------
+    star, galaxy, qso : ndarray of bool, shape (N,)
+        Which rows are which kind.
+    labels : dict
+        ``LABELS`` columns, shape (N,) each; read on star rows only.
+    z : ndarray, shape (N,)
+        Redshift (for stars ``1 + z`` is the Doppler factor).
+    wave : ndarray, shape (npix,)
+        Observed vacuum wavelengths (A).
+    grid : FineGrid
+    lsf : scipy.sparse matrix or None
+        Extra broadening on ``grid`` (:func:`catalog_tool.sim.instrument.lsf_matrix`).
+    model : object
+        Spectral model with ``render(*, teff, logg, feh, alphafe, wave)``.
+    rng : numpy Generator
+        Galaxy then QSO template draws (in that order: the output is a function of the seed).
+
+    Returns
+    -------
+    ndarray, float64, shape (N, npix)
+    """
+    flux = np.zeros((star.size, wave.size))
+    if star.any():
+        sel = np.flatnonzero(star)
+        rest = model.render(teff=labels["TEFF"][sel], logg=labels["LOGG"][sel], feh=labels["FEH"][sel],
+                            alphafe=labels["ALPHAFE"][sel], wave=grid.wave).astype(np.float64)
+        rest = ins.apply_lsf(flux=rest, matrix=lsf)
+        flux[sel] = ins.resample_shifted(flux=rest, grid=grid, wave=wave, doppler=1.0 + z[sel])
+    for m, fn in ((galaxy, galaxy_flux), (qso, qso_flux)):
+        if m.any():
+            sel = np.flatnonzero(m)
+            flux[sel] = fn(wave_rest=wave[None, :] / (1.0 + z[sel])[:, None], rng=rng)
+    return flux
 
 
 def write_truth(path: str, columns: dict, *, header: dict, extname: str = "TRUTH") -> None:

@@ -31,9 +31,9 @@ from catalog_tool.sim import _fitsraw as fr
 from catalog_tool.sim import instrument as ins
 from catalog_tool.sim.common import (
     LABELS, SimResult, as_label_table, atomic_path, check_snr_range, draw_labels, draw_rv,
-    draw_snr, load_model, prepare_output, write_truth,
+    draw_snr, load_model, prepare_output, source_flux, write_truth,
 )
-from catalog_tool.sim.templates import galaxy_flux, qso_flux, stellar_class
+from catalog_tool.sim.templates import stellar_class
 
 __all__ = ["DesiMix", "simulate_desi", "coadd_path", "NSIDE", "TRUTH_NAME", "BITS"]
 
@@ -396,20 +396,10 @@ def _render_chunk(p: dict, rows: slice, *, inst: _Instrument, model, rng: np.ran
     kinds = p["KIND"][rows]
     n = kinds.size
     nall = inst.all_wave.size
-    flux = np.zeros((n, nall))
     star, gal, qso, sky = kinds == 0, kinds == 1, kinds == 2, kinds == 3
-    if star.any():
-        sel = np.flatnonzero(star)
-        lab = {c: p[c][rows][sel] for c in LABELS}
-        rest = model.render(teff=lab["TEFF"], logg=lab["LOGG"], feh=lab["FEH"], alphafe=lab["ALPHAFE"],
-                            wave=inst.grid.wave).astype(np.float64)
-        rest = ins.apply_lsf(flux=rest, matrix=inst.lsf)
-        flux[sel] = ins.resample_shifted(flux=rest, grid=inst.grid, wave=inst.all_wave,
-                                         doppler=1.0 + p["Z"][rows][sel])
-    for mask_k, fn in ((gal, galaxy_flux), (qso, qso_flux)):
-        if mask_k.any():
-            sel = np.flatnonzero(mask_k)
-            flux[sel] = fn(wave_rest=inst.all_wave[None, :] / (1.0 + p["Z"][rows][sel])[:, None], rng=rng)
+    flux = source_flux(star=star, galaxy=gal, qso=qso, labels={c: p[c][rows] for c in LABELS},
+                       z=p["Z"][rows], wave=inst.all_wave, grid=inst.grid, lsf=inst.lsf, model=model,
+                       rng=rng)
     src = star | gal | qso
     mag = np.where(src, p["MAG_R"][rows], 20.0)  # sky rows: noise of a r=20 source's exposure
     flux[src] = _normalise_to_mag(flux[src], inst, mag[src])

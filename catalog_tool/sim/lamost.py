@@ -25,9 +25,9 @@ from catalog_tool.io.lamost import synthetic_obsid
 from catalog_tool.sim import instrument as ins
 from catalog_tool.sim.common import (
     LABELS, SimResult, as_label_table, atomic_fits, check_snr_range, draw_labels, draw_rv,
-    draw_snr, load_model, prepare_output, write_truth,
+    draw_snr, load_model, prepare_output, source_flux, write_truth,
 )
-from catalog_tool.sim.templates import galaxy_flux, qso_flux, stellar_class
+from catalog_tool.sim.templates import stellar_class
 
 __all__ = ["simulate_lamost", "LAYOUTS", "TRUTH_NAME", "CATALOG_NAME"]
 
@@ -68,20 +68,10 @@ def _smooth(flux: np.ndarray, width: int = 151) -> np.ndarray:
 def _render(p: dict, rows: np.ndarray, *, inst: _Instrument, model, rng: np.random.Generator) -> dict:
     kinds = p["KIND"][rows]
     n = rows.size
-    flux = np.zeros((n, inst.wave.size))
-    star, gal, qso = kinds == "star", kinds == "galaxy", kinds == "qso"
-    if star.any():
-        sel = np.flatnonzero(star)
-        lab = {c: p[c][rows][sel] for c in LABELS}
-        rest = model.render(teff=lab["TEFF"], logg=lab["LOGG"], feh=lab["FEH"], alphafe=lab["ALPHAFE"],
-                            wave=inst.grid.wave).astype(np.float64)
-        rest = ins.apply_lsf(flux=rest, matrix=inst.lsf)  # MILES 2.5 A -> R 1800 where coarser
-        flux[sel] = ins.resample_shifted(flux=rest, grid=inst.grid, wave=inst.wave,
-                                         doppler=1.0 + p["Z"][rows][sel])
-    for m, fn in ((gal, galaxy_flux), (qso, qso_flux)):
-        if m.any():
-            sel = np.flatnonzero(m)
-            flux[sel] = fn(wave_rest=inst.wave[None, :] / (1.0 + p["Z"][rows][sel])[:, None], rng=rng)
+    # inst.lsf takes MILES 2.5 A to R 1800 where that is coarser
+    flux = source_flux(star=kinds == "star", galaxy=kinds == "galaxy", qso=kinds == "qso",
+                       labels={c: p[c][rows] for c in LABELS}, z=p["Z"][rows], wave=inst.wave,
+                       grid=inst.grid, lsf=inst.lsf, model=model, rng=rng)
     # LAMOST fluxes are relatively calibrated counts: scale to a level of a few hundred to thousands.
     level = np.median(flux[:, inst.ref], axis=1)
     flux *= (p["LEVEL"][rows] / np.maximum(level, 1e-30))[:, None]
