@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["FIBERMAP_COLUMNS", "EXP_FIBERMAP_COLUMNS", "SCORES_COLUMNS", "REDSHIFTS_COLUMNS",
-           "TSNR2_COLUMNS", "dtype_of", "units_of", "comments_of"]
+           "TSNR2_COLUMNS", "TSNR2_CLASSES", "dtype_of", "units_of", "comments_of"]
 
 FIBERMAP_COLUMNS = (
     ('TARGETID', 'i8', '', 'Unique DESI target ID'),
@@ -119,49 +119,18 @@ EXP_FIBERMAP_COLUMNS = (
     ('IN_COADD_Z', 'b1', '', 'Was this exposure included in Z coadd'),
 )
 
+#: The redrock template classes with a TSNR2 value, in file order.
+TSNR2_CLASSES = ("BGS", "ELG", "GPBBACKUP", "GPBBRIGHT", "GPBDARK", "LRG", "LYA", "QSO")
+# The same TSNR2 block ends the coadd SCORES table and makes up the redrock TSNR2 table: per arm
+# (B, R, Z) for every class, then the sums over arms. All float32 without unit or comment.
+_TSNR2_BLOCK = (tuple((f"TSNR2_{k}_{arm}", "f4", "", "") for arm in "BRZ" for k in TSNR2_CLASSES)
+                + tuple((f"TSNR2_{k}", "f4", "", "") for k in TSNR2_CLASSES))
+
 SCORES_COLUMNS = (
-    ('TARGETID', 'i8', '', ''),
-    ('INTEG_COADD_FLUX_B', 'f4', '', ''),
-    ('MEDIAN_COADD_FLUX_B', 'f4', '', ''),
-    ('MEDIAN_COADD_SNR_B', 'f4', '', ''),
-    ('INTEG_COADD_FLUX_R', 'f4', '', ''),
-    ('MEDIAN_COADD_FLUX_R', 'f4', '', ''),
-    ('MEDIAN_COADD_SNR_R', 'f4', '', ''),
-    ('INTEG_COADD_FLUX_Z', 'f4', '', ''),
-    ('MEDIAN_COADD_FLUX_Z', 'f4', '', ''),
-    ('MEDIAN_COADD_SNR_Z', 'f4', '', ''),
-    ('TSNR2_BGS_B', 'f4', '', ''),
-    ('TSNR2_ELG_B', 'f4', '', ''),
-    ('TSNR2_GPBBACKUP_B', 'f4', '', ''),
-    ('TSNR2_GPBBRIGHT_B', 'f4', '', ''),
-    ('TSNR2_GPBDARK_B', 'f4', '', ''),
-    ('TSNR2_LRG_B', 'f4', '', ''),
-    ('TSNR2_LYA_B', 'f4', '', ''),
-    ('TSNR2_QSO_B', 'f4', '', ''),
-    ('TSNR2_BGS_R', 'f4', '', ''),
-    ('TSNR2_ELG_R', 'f4', '', ''),
-    ('TSNR2_GPBBACKUP_R', 'f4', '', ''),
-    ('TSNR2_GPBBRIGHT_R', 'f4', '', ''),
-    ('TSNR2_GPBDARK_R', 'f4', '', ''),
-    ('TSNR2_LRG_R', 'f4', '', ''),
-    ('TSNR2_LYA_R', 'f4', '', ''),
-    ('TSNR2_QSO_R', 'f4', '', ''),
-    ('TSNR2_BGS_Z', 'f4', '', ''),
-    ('TSNR2_ELG_Z', 'f4', '', ''),
-    ('TSNR2_GPBBACKUP_Z', 'f4', '', ''),
-    ('TSNR2_GPBBRIGHT_Z', 'f4', '', ''),
-    ('TSNR2_GPBDARK_Z', 'f4', '', ''),
-    ('TSNR2_LRG_Z', 'f4', '', ''),
-    ('TSNR2_LYA_Z', 'f4', '', ''),
-    ('TSNR2_QSO_Z', 'f4', '', ''),
-    ('TSNR2_BGS', 'f4', '', ''),
-    ('TSNR2_ELG', 'f4', '', ''),
-    ('TSNR2_GPBBACKUP', 'f4', '', ''),
-    ('TSNR2_GPBBRIGHT', 'f4', '', ''),
-    ('TSNR2_GPBDARK', 'f4', '', ''),
-    ('TSNR2_LRG', 'f4', '', ''),
-    ('TSNR2_LYA', 'f4', '', ''),
-    ('TSNR2_QSO', 'f4', '', ''),
+    (('TARGETID', 'i8', '', ''),)
+    + tuple((f"{q}_{arm}", "f4", "", "") for arm in "BRZ"
+            for q in ("INTEG_COADD_FLUX", "MEDIAN_COADD_FLUX", "MEDIAN_COADD_SNR"))
+    + _TSNR2_BLOCK
 )
 
 REDSHIFTS_COLUMNS = (
@@ -179,41 +148,7 @@ REDSHIFTS_COLUMNS = (
     ('DELTACHI2', 'f8', '', ''),
 )
 
-TSNR2_COLUMNS = (
-    ('TARGETID', 'i8', '', ''),
-    ('TSNR2_BGS_B', 'f4', '', ''),
-    ('TSNR2_ELG_B', 'f4', '', ''),
-    ('TSNR2_GPBBACKUP_B', 'f4', '', ''),
-    ('TSNR2_GPBBRIGHT_B', 'f4', '', ''),
-    ('TSNR2_GPBDARK_B', 'f4', '', ''),
-    ('TSNR2_LRG_B', 'f4', '', ''),
-    ('TSNR2_LYA_B', 'f4', '', ''),
-    ('TSNR2_QSO_B', 'f4', '', ''),
-    ('TSNR2_BGS_R', 'f4', '', ''),
-    ('TSNR2_ELG_R', 'f4', '', ''),
-    ('TSNR2_GPBBACKUP_R', 'f4', '', ''),
-    ('TSNR2_GPBBRIGHT_R', 'f4', '', ''),
-    ('TSNR2_GPBDARK_R', 'f4', '', ''),
-    ('TSNR2_LRG_R', 'f4', '', ''),
-    ('TSNR2_LYA_R', 'f4', '', ''),
-    ('TSNR2_QSO_R', 'f4', '', ''),
-    ('TSNR2_BGS_Z', 'f4', '', ''),
-    ('TSNR2_ELG_Z', 'f4', '', ''),
-    ('TSNR2_GPBBACKUP_Z', 'f4', '', ''),
-    ('TSNR2_GPBBRIGHT_Z', 'f4', '', ''),
-    ('TSNR2_GPBDARK_Z', 'f4', '', ''),
-    ('TSNR2_LRG_Z', 'f4', '', ''),
-    ('TSNR2_LYA_Z', 'f4', '', ''),
-    ('TSNR2_QSO_Z', 'f4', '', ''),
-    ('TSNR2_BGS', 'f4', '', ''),
-    ('TSNR2_ELG', 'f4', '', ''),
-    ('TSNR2_GPBBACKUP', 'f4', '', ''),
-    ('TSNR2_GPBBRIGHT', 'f4', '', ''),
-    ('TSNR2_GPBDARK', 'f4', '', ''),
-    ('TSNR2_LRG', 'f4', '', ''),
-    ('TSNR2_LYA', 'f4', '', ''),
-    ('TSNR2_QSO', 'f4', '', ''),
-)
+TSNR2_COLUMNS = (('TARGETID', 'i8', '', ''),) + _TSNR2_BLOCK
 
 
 def dtype_of(columns) -> np.dtype:
