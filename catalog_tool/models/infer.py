@@ -16,7 +16,8 @@ prediction. Two ways to get it (compared in benchmarks/bench_uncertainty.py, doc
 
 ``linear`` (default)
     First order: ``noise_var = sum_i (d y / d x_i)**2 / ivar_i`` with the input gradients of the
-    mean over the first ``noise_members`` members; one batched backward pass per label.
+    mean over the first ``noise_members`` members; one batched backward pass per label, or, for
+    plain MLP members, the Jacobian in closed form (:mod:`catalog_tool.models.folded`).
 ``mc``
     Monte Carlo: ``mc_draws`` noisy copies ``x + N(0, 1/ivar)`` through the same members; the
     standard deviation of their predictions.
@@ -36,6 +37,7 @@ import torch
 
 from catalog_tool.errors import ConfigError
 from catalog_tool.models.bundle import Bundle
+from catalog_tool.models.folded import fold_members, noise_variance
 from catalog_tool.models.mlp import PerLabelStack
 
 __all__ = ["Prediction", "predict", "error_floor", "NOISE_METHODS", "resolve_device", "DEFAULT_BATCH_SIZE"]
@@ -149,6 +151,11 @@ def predict(bundle: Bundle, *, flux: np.ndarray, ivar: np.ndarray, device: str |
         raise ConfigError(f"batch_size must be >= 1 and mc_draws >= 2, got {batch_size}, {mc_draws}")
     dev = resolve_device(device)
     members = [m.to(dev).eval() for m in bundle.members]
+    # plain MLP members (the usual case) run folded, with the noise Jacobian in closed form
+    # (catalog_tool.models.folded: the same numbers to float32 rounding, about twice as fast)
+    folded = fold_members(members, dev)
+    if folded is not None:
+        members = folded
     k = len(members) if noise_members is None else max(1, min(int(noise_members), len(members)))
     n, n_labels = flux.shape[0], len(bundle.label_names)
     means = torch.as_tensor(bundle.means, dtype=torch.float32, device=dev)
@@ -164,7 +171,11 @@ def predict(bundle: Bundle, *, flux: np.ndarray, ivar: np.ndarray, device: str |
         iv = _to_device(ivar[start:stop], dev)
         sigma2 = torch.where((iv > 0) & torch.isfinite(iv), 1.0 / iv.clamp_min(1e-30), torch.zeros_like(iv))
         if noise == "linear":
-            outs_k, var = _linear_noise_var(members[:k], x, sigma2, n_labels)
+            if folded is not None:
+                with torch.inference_mode():
+                    outs_k, var = noise_variance(members[:k], x, sigma2)
+            else:
+                outs_k, var = _linear_noise_var(members[:k], x, sigma2, n_labels)
             with torch.inference_mode():
                 rest = [m(x) for m in members[k:]]
             outs = torch.cat([outs_k, torch.stack(rest)]) if rest else outs_k
