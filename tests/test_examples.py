@@ -8,8 +8,9 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
+
+from tiny_bundle_factory import make_tiny_bundle
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
@@ -19,25 +20,8 @@ def tiny_bundle(tmp_path_factory) -> str:
     """A 2-member multi-label bundle on the default grid and preprocessing (plumbing quality)."""
     import torch
 
-    from catalog_tool.models.bundle import make_provenance, save_bundle
-    from catalog_tool.preprocess.grid import ModelGrid
-    from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.train.loop import TrainConfig
-    from catalog_tool.train.pretrain import pretrain
-    from catalog_tool.train.synthetic import toy_labels, toy_spectra
-
     torch.set_num_threads(1)
-    rng = np.random.default_rng(23)
-    labels = toy_labels(300, rng=rng)
-    flux, _ = toy_spectra(labels=labels, rng=rng)
-    names = ["FEH", "ALPHAFE", "TEFF", "LOGG"]
-    ens = pretrain(flux=flux, labels={k: labels[k] for k in names}, hidden=(32, 16), heads="multi-label",
-                   ensemble=2, config=TrainConfig(epochs=2))
-    path = tmp_path_factory.mktemp("bundle") / "tiny"
-    save_bundle(path, members=ens.members, config=ens.config, heads=ens.heads, labels=ens.labels,
-                grid=ModelGrid(), preprocess=PreprocessSettings(),
-                provenance=make_provenance(command="tests/test_examples.py", seed=23))
-    return os.fspath(path)
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", seed=23, command="tests/test_examples.py")
 
 
 def run_example(name: str, *args, cwd) -> str:

@@ -7,10 +7,11 @@ tested here is the plumbing, not the accuracy), built in about two seconds.
 from __future__ import annotations
 
 import os
-import numpy as np
+
 import pytest
 
-from pipeline_helpers import LABELS, run_annotate
+from pipeline_helpers import run_annotate
+from tiny_bundle_factory import make_tiny_bundle
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,23 +24,7 @@ def _one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> str:
     """Path of a 2-member multi-label bundle on the default grid and preprocessing."""
-    from catalog_tool.models.bundle import make_provenance, save_bundle
-    from catalog_tool.preprocess.grid import ModelGrid
-    from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.train.loop import TrainConfig
-    from catalog_tool.train.pretrain import pretrain
-    from catalog_tool.train.synthetic import toy_labels, toy_spectra
-
-    rng = np.random.default_rng(11)
-    labels = toy_labels(300, rng=rng)
-    flux, _ = toy_spectra(labels=labels, rng=rng)
-    ens = pretrain(flux=flux, labels={k: labels[k] for k in LABELS}, hidden=(32, 16), heads="multi-label",
-                   ensemble=2, config=TrainConfig(epochs=2))
-    path = tmp_path_factory.mktemp("bundle") / "tiny"
-    save_bundle(path, members=ens.members, config=ens.config, heads=ens.heads, labels=ens.labels,
-                grid=ModelGrid(), preprocess=PreprocessSettings(),
-                provenance=make_provenance(command="tests/pipeline", seed=11))
-    return os.fspath(path)
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", seed=11, command="tests/pipeline")
 
 
 @pytest.fixture(scope="session")
@@ -68,28 +53,11 @@ def reference_vac(tmp_path_factory, desi_release, tiny_bundle) -> str:
     return os.fspath(out)
 
 
-
-
 @pytest.fixture(scope="session")
 def other_bundle(tmp_path_factory) -> str:
     """A second, different bundle (one member) to test that a resume refuses a changed model."""
-    from catalog_tool.models.bundle import make_provenance, save_bundle
-    from catalog_tool.preprocess.grid import ModelGrid
-    from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.train.loop import TrainConfig
-    from catalog_tool.train.pretrain import pretrain
-    from catalog_tool.train.synthetic import toy_labels, toy_spectra
-
-    rng = np.random.default_rng(12)
-    labels = toy_labels(64, rng=rng)
-    flux, _ = toy_spectra(labels=labels, rng=rng)
-    ens = pretrain(flux=flux, labels={k: labels[k] for k in LABELS}, hidden=(8,), heads="multi-label",
-                   ensemble=1, config=TrainConfig(epochs=1))
-    path = tmp_path_factory.mktemp("bundle") / "other"
-    save_bundle(path, members=ens.members, config=ens.config, heads=ens.heads, labels=ens.labels,
-                grid=ModelGrid(), preprocess=PreprocessSettings(),
-                provenance=make_provenance(command="tests/pipeline", seed=12))
-    return os.fspath(path)
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "other", seed=12, command="tests/pipeline",
+                            n=64, hidden=(8,), ensemble=1, epochs=1)
 
 
 @pytest.fixture(scope="session")

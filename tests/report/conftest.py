@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from report_factory import make_tiny_bundle, write_synthetic_vac
+from report_factory import write_synthetic_vac
+from tiny_bundle_factory import make_tiny_bundle
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,4 +36,4 @@ def synthetic_report(synthetic_vac, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> str:
-    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", seed=17, command="tests/report")

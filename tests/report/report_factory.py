@@ -1,4 +1,4 @@
-"""Seeded synthetic VACs and a tiny model bundle for the report tests (imported by conftest)."""
+"""Seeded synthetic VACs for the report tests (imported by conftest)."""
 
 from __future__ import annotations
 
@@ -51,22 +51,3 @@ def write_synthetic_vac(path, n: int, seed: int) -> str:
     write_vac(path, cols, provenance=provenance(), errors=[])
     return os.fspath(path)
 
-
-def make_tiny_bundle(path) -> str:
-    """A 2-member multi-label bundle on the default grid (plumbing quality, ~2 s)."""
-    from catalog_tool.models.bundle import make_provenance, save_bundle
-    from catalog_tool.preprocess.grid import ModelGrid
-    from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.train.loop import TrainConfig
-    from catalog_tool.train.pretrain import pretrain
-    from catalog_tool.train.synthetic import toy_labels, toy_spectra
-
-    rng = np.random.default_rng(17)
-    labels = toy_labels(300, rng=rng)
-    flux, _ = toy_spectra(labels=labels, rng=rng)
-    ens = pretrain(flux=flux, labels={k: labels[k] for k in LABELS}, hidden=(32, 16), heads="multi-label",
-                   ensemble=2, config=TrainConfig(epochs=2))
-    save_bundle(path, members=ens.members, config=ens.config, heads=ens.heads, labels=ens.labels,
-                grid=ModelGrid(), preprocess=PreprocessSettings(),
-                provenance=make_provenance(command="tests/report", seed=17))
-    return os.fspath(path)
