@@ -152,11 +152,11 @@ def _coeff_wave(path: str, header, npix: int) -> np.ndarray:
     return wave
 
 
-def _image_layout(path: str, header, third_row: np.ndarray) -> str:
+def _image_layout(path: str, header, third_row: np.ndarray) -> tuple[str, np.ndarray]:
+    """``("dr7", third row)`` or ``("dr1", COEFF grid)``: the layout and its wavelengths, float64."""
     if _is_wavelength_grid(third_row):
-        return "dr7"
-    _coeff_wave(path, header, len(third_row))  # raises when dr1 is impossible too
-    return "dr1"
+        return "dr7", np.array(third_row, dtype=np.float64)  # a copy: the image is not kept alive
+    return "dr1", _coeff_wave(path, header, len(third_row))  # raises when dr1 is impossible too
 
 
 def detect_layout(source: str | os.PathLike | fitsio.FITS) -> str:
@@ -180,22 +180,26 @@ def detect_layout(source: str | os.PathLike | fitsio.FITS) -> str:
     """
     if isinstance(source, fitsio.FITS):
         # fitsio keeps the name it was opened with; errors must name the file.
-        return _detect_open(source, getattr(source, "_filename", "<open FITS file>"))
+        return _detect_open(source, getattr(source, "_filename", "<open FITS file>"))[0]
     path = os.fspath(source)
     with open_fits(path) as fits:
-        return _detect_open(fits, path)
+        return _detect_open(fits, path)[0]
 
 
-def _detect_open(fits: fitsio.FITS, path: str) -> str:
+def _detect_open(fits: fitsio.FITS, path: str) -> tuple[str, fitsio.FITSHDR]:
+    """The layout and the primary header (read once: :func:`scan_lamost` needs it too)."""
     if _structure(fits, path) == "dr10":
-        return "dr10"
+        try:
+            return "dr10", fits[0].read_header()
+        except OSError as exc:
+            raise read_error(path, exc, "the primary header") from None
     try:
         header = fits[0].read_header()
         # Only the third row: ~16 kB, so a header-only scan stays cheap.
         third = fits[0][_WAVE_ROW:_WAVE_ROW + 1, :][0]
     except OSError as exc:
         raise read_error(path, exc, "the primary image") from None
-    return _image_layout(path, header, third)
+    return _image_layout(path, header, third)[0], header
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,10 +368,8 @@ def _read_one(path: str | os.PathLike) -> tuple[SpectraBatch, list[str]]:
         except OSError as exc:
             raise read_error(path, exc, what) from None
     if kind == "image":
-        layout = _image_layout(path, header, image[_WAVE_ROW])
+        layout, wave = _image_layout(path, header, image[_WAVE_ROW])
         flux, ivar, raw_mask = image[0], image[1], image[3]
-        wave = (image[_WAVE_ROW].astype(np.float64) if layout == "dr7"
-                else _coeff_wave(path, header, image.shape[1]))
     else:
         layout = "dr10"
         flux, ivar, raw_mask = table["FLUX"][0], table["IVAR"][0], table["ANDMASK"][0]
@@ -483,11 +485,7 @@ def scan_lamost(path: str | os.PathLike) -> FileEntry:
     """
     path = os.path.abspath(os.fspath(path))
     with open_fits(path) as fits:
-        layout = _detect_open(fits, path)
-        try:
-            header = fits[0].read_header()
-        except OSError as exc:
-            raise read_error(path, exc, "the primary header") from None
+        layout, header = _detect_open(fits, path)
     row = _header_meta(path, header, layout, [])
     return FileEntry(path=path, kind="lamost", survey="lamost", program=row["PROGRAM"],
                      healpix=row["HEALPIX"], nspec=1, nbytes=os.path.getsize(path), layout=layout)
