@@ -46,12 +46,9 @@ ARMS = ("B", "R", "Z")
 FIBERMAP_REQUIRED = ("TARGETID", "TARGET_RA", "TARGET_DEC")
 _TARGET_BITS = ("DESI_TARGET", "MWS_TARGET")
 _SV_SURVEYS = ("SV1", "SV2", "SV3")
-FIBERMAP_COLUMNS = (
-    FIBERMAP_REQUIRED
-    + ("OBJTYPE", "COADD_FIBERSTATUS")
-    + _TARGET_BITS
-    + tuple(f"{sv}_{b}" for sv in _SV_SURVEYS for b in _TARGET_BITS)
-)
+#: Every target-bit column kept: the main ones, then the ``SVn_`` ones.
+_TARGET_BIT_COLUMNS = _TARGET_BITS + tuple(f"{sv}_{b}" for sv in _SV_SURVEYS for b in _TARGET_BITS)
+FIBERMAP_COLUMNS = FIBERMAP_REQUIRED + ("OBJTYPE", "COADD_FIBERSTATUS") + _TARGET_BIT_COLUMNS
 
 #: Redrock columns joined into the batch metadata, with their fill values when there is no match.
 REDROCK_COLUMNS = {
@@ -299,7 +296,7 @@ def _fibermap_meta(table, colnames, n) -> dict:
         "FIBERSTATUS" if "FIBERSTATUS" in colnames else None)
     meta["COADD_FIBERSTATUS"] = (np.asarray(table[status], dtype=np.int32) if status
                                  else np.zeros(n, np.int32))
-    for name in _TARGET_BITS + tuple(f"{sv}_{b}" for sv in _SV_SURVEYS for b in _TARGET_BITS):
+    for name in _TARGET_BIT_COLUMNS:
         meta[name] = (np.asarray(table[name], dtype=np.int64) if name in colnames
                       else np.zeros(n, np.int64))
     return meta
@@ -397,26 +394,24 @@ def read_coadd(path: str | os.PathLike, *, arms=ARMS, rows=None, targetids=None,
         ROW=(np.arange(n, dtype=np.int32) if index is None else index.astype(np.int32)),
     )
 
-    if redrock is None:
-        meta.update(_empty_redrock(n))
-    else:
-        rr_path = find_redrock(path) if redrock == "auto" else os.fspath(redrock)
+    rr, rr_problems = _empty_redrock(n), []
+    if redrock == "auto":
+        # the sibling file is optional: its absence or damage is reported, never fatal
+        rr_path = find_redrock(path)
         if rr_path is None:
-            meta.update(_empty_redrock(n))
-            problems.append(f"{path}: no redrock file beside it; Z, SPECTYPE, ... are empty")
-        elif redrock == "auto":
+            rr_problems = [f"{path}: no redrock file beside it; Z, SPECTYPE, ... are empty"]
+        else:
             try:
                 rr, rr_problems = _read_redrock(rr_path, meta["TARGETID"])
             except InputFileError as exc:
-                rr, rr_problems = _empty_redrock(n), [f"redrock file not used: {exc}"]
-            meta.update(rr)
-            problems += rr_problems
-        else:
-            if not os.path.exists(rr_path):
-                raise FileAccessError(rr_path, "redrock file not found")
-            rr, rr_problems = _read_redrock(rr_path, meta["TARGETID"])
-            meta.update(rr)
-            problems += rr_problems
+                rr_problems = [f"redrock file not used: {exc}"]
+    elif redrock is not None:
+        rr_path = os.fspath(redrock)
+        if not os.path.exists(rr_path):
+            raise FileAccessError(rr_path, "redrock file not found")
+        rr, rr_problems = _read_redrock(rr_path, meta["TARGETID"])
+    meta.update(rr)
+    problems += rr_problems
     return SpectraBatch(arms=arm_data, meta=meta, problems=problems)
 
 
