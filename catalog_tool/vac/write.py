@@ -439,9 +439,14 @@ def read_vac(path: str | os.PathLike, *, columns: Sequence[str] | None = None, r
 def read_errors(path: str | os.PathLike) -> list[tuple[str, str]]:
     """The ``ERRORS`` table of a VAC as ``[(file, reason)]``; empty when there is none."""
     with open_fits(path) as fits:
-        if dm.ERRORS_EXTNAME not in fits or fits[dm.ERRORS_EXTNAME].get_nrows() == 0:
-            return []
-        data = fits[dm.ERRORS_EXTNAME].read()
+        return _errors_of(fits)
+
+
+def _errors_of(fits: fitsio.FITS) -> list[tuple[str, str]]:
+    """:func:`read_errors` on a file already open."""
+    if dm.ERRORS_EXTNAME not in fits or fits[dm.ERRORS_EXTNAME].get_nrows() == 0:
+        return []
+    data = fits[dm.ERRORS_EXTNAME].read()
     return [(str(f).strip(), str(r).strip()) for f, r in zip(data["FILE"], data["REASON"])]
 
 
@@ -467,6 +472,7 @@ def _scan_part(path: str) -> tuple[dict, list, list]:
                 raise PartFileError(f"{path}: columns differ from the VAC data model")
             keys = hdu.read(columns=["HEALPIX", "TARGETID", "SURVEY", "SNR"]) if hdu.get_nrows() else None
             extras = _extra_names(fits)
+            errors = _errors_of(fits)  # in the same open: a part file is opened once here
     except StxcatError as exc:
         if isinstance(exc, PartFileError):
             raise
@@ -476,7 +482,7 @@ def _scan_part(path: str) -> tuple[dict, list, list]:
     # compact: ~17 bytes a row (the survey name as read is 32)
     compact = {"HEALPIX": keys["HEALPIX"].astype(np.int32), "TARGETID": keys["TARGETID"].astype(np.int64),
                "LAMOST": _is_lamost(keys["SURVEY"]), "SNR": keys["SNR"].astype(np.float32)}
-    return compact, read_errors(path), extras
+    return compact, errors, extras
 
 
 def merge_parts(
