@@ -52,26 +52,30 @@ def interpolate_bad(*, wave: np.ndarray, flux: np.ndarray, bad: np.ndarray) -> n
     out = np.where(bad, 0, flux).astype(flux.dtype, copy=False)
     if not bad.any():
         return out
-    idx = np.arange(npix)
-    good = ~bad
+    # int32 running extremes over all pixels; the gathers and arithmetic then run on the bad
+    # pixels only (a few per cent of a spectrum), not on every pixel
+    idx = np.arange(npix, dtype=np.int32)
     # index of the last good pixel at or before each pixel (-1 when none) ...
-    prev = np.maximum.accumulate(np.where(good, idx, -1), axis=1)
+    prev = np.maximum.accumulate(np.where(bad, np.int32(-1), idx), axis=1)
     # ... and of the first good pixel at or after it (npix when none)
-    nxt = np.minimum.accumulate(np.where(good, idx, npix)[:, ::-1], axis=1)[:, ::-1]
+    nxt = np.minimum.accumulate(np.where(bad, np.int32(npix), idx)[:, ::-1], axis=1)[:, ::-1]
+    r, c = np.nonzero(bad)
+    prev, nxt = prev[r, c], nxt[r, c]
     has_prev = prev >= 0
     has_next = nxt < npix
     p = np.clip(prev, 0, npix - 1)
     q = np.clip(nxt, 0, npix - 1)
-    rows = np.arange(n)[:, None]
-    fp = out[rows, p]
-    fq = out[rows, q]
-    w2 = np.broadcast_to(wave, flux.shape)
-    wp = w2[rows, p]
-    wq = w2[rows, q]
-    w = np.where(np.isfinite(w2), w2, wp)
+    fp = out[r, p]
+    fq = out[r, q]
+    if wave.ndim == 1:
+        wc, wp, wq = wave[c], wave[p], wave[q]
+    else:
+        wc, wp, wq = wave[r, c], wave[r, p], wave[r, q]
+    w = np.where(np.isfinite(wc), wc, wp)
     with np.errstate(invalid="ignore", divide="ignore"):
         t = np.where(q > p, (w - wp) / (wq - wp), 0.0)
     t = np.where(np.isfinite(t), np.clip(t, 0.0, 1.0), 0.0)
     interp = np.where(has_prev & has_next, fp + t * (fq - fp),
                       np.where(has_prev, fp, np.where(has_next, fq, 0.0)))
-    return np.where(bad, interp, out).astype(flux.dtype, copy=False)
+    out[r, c] = interp
+    return out
