@@ -18,17 +18,23 @@ set and a held-out test set), then
         [--n-desi 1500] [--n-test 1000] [--labels FEH,ALPHAFE] [--preset default] [--threads 2]
         [--encoders masked,contrastive,both-views] [--json-out results.json] [--quick]
 
-Every step is seeded. With the defaults ``--parts comparison`` takes about 20 minutes on 2 CPU
-cores and ``--parts contrastive`` about 15; ``--quick`` runs both parts on a few dozen stars with
+Every step is seeded. With the defaults ``--parts comparison`` takes about 18 minutes on 2 busy CPU
+cores and ``--parts contrastive`` about 12; ``--quick`` runs both parts on a few dozen stars with
 tiny networks in well under a minute (a smoke test: its numbers mean nothing). Results and their
 reading are in docs/encoder.md ("The comparison in our simulated world").
 
-Expected output (abridged; ``--quick`` prints the same tables on tiny sets):
+Expected output with the defaults and ``--parts comparison,contrastive`` (abridged; ``--quick``
+prints the same tables on tiny sets):
 
-    Test set: 998 simulated DESI stars ...
+    Test set: 994 simulated DESI stars (75 with [Fe/H] < -1); fine-tuned on 1489; pre-trained on 3000 ...
     | label | subset | kind | method | n | bias | scatter | mae |
+    | FEH | [Fe/H] < -1 | embedding | zero-shot | 75 | 0.464 | 0.36 | 0.491 |
     ...
-    | kind | pre-train s | noise none ms/spectrum | noise linear ms/spectrum |
+    | kind | pre-train s | zero-shot s | adapter s | lora s | full s | noise none ms/spectrum | noise linear ms/spectrum |
+    ...
+    | label | subset | method | encoder | n | bias | scatter | mae |
+    ...
+    | encoder | seconds | n | val recon start | val recon best |
 """
 
 from __future__ import annotations
