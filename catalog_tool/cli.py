@@ -146,7 +146,7 @@ EXIT_SOME_FILES_FAILED = 3
                    "[default: threads].")
 @click.option("--workers", type=int, default=None,
               help="Partitions at once with the local schedulers  [default: 1].")
-@click.option("--threads", type=int, default=None, help="Torch/BLAS threads per worker  [default: 1].")
+@click.option("--threads", type=int, default=None, help="Torch threads per worker (numpy's BLAS uses one)  [default: 1].")
 @click.option("--partition-size", type=int, default=None,
               help="Target spectra per partition; pixels are never split  [default: 20000].")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=str), default=None,

@@ -58,7 +58,7 @@ class AnnotateConfig:
     per_pixel: bool = False
     """Also write one VAC file per HEALPix pixel in the DESI layout beside the merged one."""
     threads: int = 1
-    """Threads per worker for torch and BLAS (1 measured fastest on 2-core machines)."""
+    """Torch threads per worker (numpy's OpenBLAS always runs on one; see docs/pipeline.md)."""
     command: str = ""
     """The command line, recorded as provenance."""
     extra: dict = field(default_factory=dict)
