@@ -322,7 +322,9 @@ def save_bundle(path: str | os.PathLike, *, members: list[nn.Module], config: ML
                               f"(> {FLOAT16_TOLERANCE_DEX}); store float32 instead")
         manifest["weights"]["float16_max_change_dex"] = {n: float(c) for n, c in zip(names, change_dex)}
 
-    blob = _st_save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    # one metadata entry: safetensors writes the metadata map in arbitrary order, so two entries
+    # would make the same weights hash differently from one save to the next
+    blob = _st_save(tensors, metadata={"format": FORMAT})
     manifest["weights"] = {"file": WEIGHTS_NAME, "sha256": hashlib.sha256(blob).hexdigest(),
                            "dtype": "float16" if float16 else "float32", "n_tensors": len(tensors),
                            "nbytes": len(blob), **manifest["weights"]}

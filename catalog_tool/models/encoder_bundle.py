@@ -131,7 +131,7 @@ def save_encoder(path, *, encoder: SpectrumEncoder, grid, preprocess, provenance
     if int(grid_d.get("npix", -1)) != encoder.config.n_in:
         raise ConfigError(f"encoder input ({encoder.config.n_in} px) does not match the grid ({grid_d.get('npix')} px)")
     tensors = _state(merge_encoder_lora(encoder))
-    blob = _st_save(tensors, metadata={"format": FORMAT, "kind": "encoder"})
+    blob = _st_save(tensors, metadata={"format": f"{FORMAT} encoder"})  # one entry: byte-reproducible
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "encoder", "name": name or path.name,
         "architecture": {"kind": "spectral-encoder", "config": encoder.config.to_dict(),
@@ -350,7 +350,7 @@ def save_embedding_bundle(path, *, members: list[EmbeddingMember], encoder: Enco
         _check_keys(expected, tensors, "members")
     except BundleError as exc:  # the caller's members do not match what it described
         raise ConfigError(str(exc)) from None
-    blob = _st_save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    blob = _st_save(tensors, metadata={"format": FORMAT})  # one entry: byte-reproducible
     manifest["weights"] = {"file": WEIGHTS_NAME, "sha256": hashlib.sha256(blob).hexdigest(), "dtype": "float32",
                            "n_tensors": len(tensors), "nbytes": len(blob)}
     if (path / MANIFEST_NAME).exists() and not overwrite:

@@ -166,3 +166,14 @@ def test_malformed_manifests_are_refused_in_one_sentence(copy_of, change, messag
     _rewrite_manifest(copy_of, change)
     with pytest.raises(BundleError, match=message):
         load_bundle(copy_of)
+
+
+def test_same_weights_give_a_byte_identical_file(trained, tmp_path):
+    """The weights' sha256 identifies the weights: saving them again gives the same bytes (with
+    several metadata entries, safetensors wrote them in a different order from save to save)."""
+    blobs = set()
+    for i in range(8):
+        b = trained.save(tmp_path / f"b{i}", grid=GRID, preprocess=PREPROCESS,
+                         provenance=make_provenance(command=f"run {i}", seed=i))
+        blobs.add((b.sha256, (tmp_path / f"b{i}" / "weights.safetensors").read_bytes()))
+    assert len(blobs) == 1
