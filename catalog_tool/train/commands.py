@@ -61,6 +61,30 @@ def _summary(ls, *, inputs, labels_path) -> dict:
             "n_per_label": {k: int(np.isfinite(v).sum()) for k, v in ls.labels.items()}}
 
 
+def _save_with_floor(ens, out, *, ls, config: TrainConfig, grid, preprocess, provenance, float16: bool):
+    """Save ``ens`` as bundle ``out`` with a per-label systematic error floor.
+
+    The floor is fitted on the validation split the training used (same fraction and seed), so
+    that (predicted - true) / error has unit robust scatter there (see
+    :func:`catalog_tool.train.evaluate.fit_error_floor`); labels without validation stars get none.
+    """
+    from catalog_tool.models.infer import predict
+    from catalog_tool.train.evaluate import fit_error_floor
+    from catalog_tool.train.loop import split_indices
+
+    kw = dict(grid=grid, preprocess=preprocess, provenance=provenance, overwrite=True, float16=float16,
+              check_flux=ls.flux[:256] if float16 else None)
+    bundle = ens.save(out, **kw)
+    _, val = split_indices(len(ls), val_fraction=config.val_fraction, seed=config.seed)
+    if len(val) < 2:
+        return bundle
+    pred = predict(bundle, flux=ls.flux[val], ivar=ls.ivar[val], device=config.device)
+    floor = {name: fit_error_floor(pred=pred.values[:, j], true=ls.labels[name][val], err=pred.errors[:, j])
+             for j, name in enumerate(bundle.label_names) if name in ls.labels}
+    return ens.save(out, **kw, extra={"uncertainty": {
+        "floor": floor, "fitted_on": f"{len(val)} validation stars (split seed {config.seed})"}})
+
+
 def run_pretrain(inputs, *, labels_path, names: list[str], out, config: TrainConfig, hidden=(1024, 512, 64),
                  heads: str = "per-label", ensemble: int = 5, cache=None, float16: bool = False,
                  overwrite: bool = False, command: str = "stxcat pretrain") -> TrainOutcome:
@@ -80,8 +104,8 @@ def run_pretrain(inputs, *, labels_path, names: list[str], out, config: TrainCon
                    config=config, log_path=out / "training_log.jsonl")
     prov = make_provenance(command=command, seed=config.seed,
                            training_data=_summary(ls, inputs=inputs, labels_path=labels_path))
-    bundle = ens.save(out, grid=grid, preprocess=settings, provenance=prov, overwrite=True, float16=float16,
-                      check_flux=ls.flux[:256] if float16 else None)
+    bundle = _save_with_floor(ens, out, ls=ls, config=config, grid=grid, preprocess=settings, provenance=prov,
+                              float16=float16)
     return TrainOutcome(bundle=bundle, failures=failures, n_spectra=len(ls), log_path=os.fspath(out / "training_log.jsonl"))
 
 
@@ -111,8 +135,8 @@ def run_finetune(bundle_ref, inputs, *, labels_path, method: str, out, config: T
                            training_data={**_summary(ls, inputs=inputs, labels_path=labels_path),
                                           "parent": {"name": base.name, "sha256": base.sha256,
                                                      "training_data": base.manifest["provenance"].get("training_data")}})
-    bundle = ens.save(out, grid=base.grid, preprocess=base.preprocess, provenance=prov, overwrite=True,
-                      float16=float16, check_flux=ls.flux[:256] if float16 else None)
+    bundle = _save_with_floor(ens, out, ls=ls, config=config, grid=base.grid, preprocess=base.preprocess,
+                              provenance=prov, float16=float16)
     return TrainOutcome(bundle=bundle, failures=failures, n_spectra=len(ls), log_path=os.fspath(out / "training_log.jsonl"))
 
 

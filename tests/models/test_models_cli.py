@@ -48,6 +48,10 @@ def test_pretrain_writes_a_verified_bundle_with_log_and_provenance(chain):
     log = [json.loads(s) for s in (root / "pre" / "training_log.jsonl").read_text().splitlines()]
     assert len(log) == 2 * 2 * 2  # members x per-label networks x epochs
     assert {r["labels"] for r in log} == {"FEH", "LOGG"}
+    # a systematic error floor per label, fitted on the validation split
+    floor = man["uncertainty"]["floor"]
+    assert set(floor) == {"FEH", "LOGG"} and all(v >= 0 for v in floor.values())
+    assert "validation stars" in man["uncertainty"]["fitted_on"]
 
 
 def test_finetune_records_its_parent(chain):
@@ -58,6 +62,7 @@ def test_finetune_records_its_parent(chain):
     assert ft["architecture"]["finetune"] == {"method": "adapter", "head_hidden": 32}
     assert ft["provenance"]["training_data"]["parent"]["sha256"] == pre["weights"]["sha256"]
     assert "method adapter" in chain["ft"].output
+    assert set(ft["uncertainty"]["floor"]) == {"FEH", "LOGG"}
 
 
 def test_evaluate_writes_tables_and_plots(chain):
