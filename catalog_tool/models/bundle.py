@@ -377,6 +377,25 @@ def _compare(asked: dict, stored: dict) -> list[str]:
     return diffs
 
 
+def read_manifest(folder: pathlib.Path) -> dict:
+    """The manifest of bundle ``folder`` (any kind), after the checks every bundle shares: both files
+    present, readable JSON, an stxcat manifest of a format version this stxcat reads."""
+    mpath, wpath = folder / MANIFEST_NAME, folder / WEIGHTS_NAME
+    for p in (mpath, wpath):
+        if not p.is_file():
+            raise BundleError(f"{folder} is not a model bundle: {p.name} is missing")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{mpath} is not readable JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{mpath} is not an stxcat model manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{folder} has bundle format version {manifest.get('format_version')!r}; "
+                          f"this stxcat ({__version__}) reads version {FORMAT_VERSION} only")
+    return manifest
+
+
 def load_bundle(path_or_name: str | os.PathLike, *, grid=None, preprocess=None) -> Bundle:
     """Load and verify a bundle.
 
@@ -394,19 +413,8 @@ def load_bundle(path_or_name: str | os.PathLike, *, grid=None, preprocess=None) 
         the manifest's, missing/extra/misshapen tensors, or a grid/preprocessing mismatch.
     """
     folder = find_bundle(path_or_name)
+    manifest = read_manifest(folder)
     mpath, wpath = folder / MANIFEST_NAME, folder / WEIGHTS_NAME
-    for p in (mpath, wpath):
-        if not p.is_file():
-            raise BundleError(f"{folder} is not a model bundle: {p.name} is missing")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{mpath} is not readable JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{mpath} is not an stxcat model manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise BundleError(f"{folder} has bundle format version {manifest.get('format_version')!r}; "
-                          f"this stxcat ({__version__}) reads version {FORMAT_VERSION} only")
     arch = manifest.get("architecture")
     if manifest.get("kind") == "encoder" or (isinstance(arch, dict) and arch.get("kind") == "embedding-mlp"):
         # Encoder and embedding-MLP bundles (docs/encoder.md) are verified by their own module.

@@ -29,7 +29,6 @@ import os
 import pathlib
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
@@ -47,6 +46,7 @@ from catalog_tool.models.bundle import (
     _as_dict,
     _compare,
     find_bundle,
+    read_manifest,
 )
 from catalog_tool.models.encoder import (
     EmbeddingMember,
@@ -150,19 +150,8 @@ def save_encoder(path, *, encoder: SpectrumEncoder, grid, preprocess, provenance
 
 
 def _read_folder(folder: pathlib.Path) -> tuple[dict, bytes]:
-    mpath, wpath = folder / MANIFEST_NAME, folder / WEIGHTS_NAME
-    for p in (mpath, wpath):
-        if not p.is_file():
-            raise BundleError(f"{folder} is not a bundle: {p.name} is missing")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{mpath} is not readable JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{mpath} is not an stxcat bundle manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise BundleError(f"{folder} has bundle format version {manifest.get('format_version')!r}; "
-                          f"this stxcat reads version {FORMAT_VERSION} only")
+    manifest = read_manifest(folder)
+    wpath = folder / WEIGHTS_NAME
     blob = wpath.read_bytes()
     if hashlib.sha256(blob).hexdigest() != (manifest.get("weights") or {}).get("sha256"):
         raise BundleError(f"{wpath} does not match the sha256 in its manifest (changed or corrupted weights)")

@@ -46,6 +46,7 @@ from catalog_tool.models.infer import resolve_device
 from catalog_tool.models.mlp import MLPConfig
 from catalog_tool.train.loop import TrainConfig, TrainLog, split_indices
 from catalog_tool.train.pretrain import fit_members, label_matrix, pretrain
+from catalog_tool.train.finetune import check_inputs
 
 __all__ = ["EncoderTrainConfig", "TrainedEncoder", "TrainedEmbedding", "pretrain_encoder", "pretrain_embedding",
            "finetune_embedding", "load_spectra", "pair_by_position"]
@@ -397,12 +398,8 @@ def finetune_embedding(bundle: Bundle, *, flux: np.ndarray, labels: dict[str, np
     if method != "zero-shot" and (bundle.method == "adapter" or mode != "frozen"):
         raise ConfigError(f"bundle {bundle.name} is already fine-tuned ({bundle.method}, encoder {mode}); "
                           "fine-tune its parent bundle instead")
-    if np.shape(flux)[1:] != (bundle.n_in,):
-        raise ConfigError(f"bundle {bundle.name} expects spectra of {bundle.n_in} pixels, got shape {np.shape(flux)}")
+    check_inputs(bundle, flux=flux, labels=labels)
     names = bundle.label_names
-    unknown = sorted(set(labels) - set(names))
-    if unknown:
-        raise ConfigError(f"labels {unknown} are not outputs of bundle {bundle.name} (it predicts {names})")
     enc_bundle = load_encoder(f"{bundle.path}/{arch['encoder'].get('path', ENCODER_DIR)}")
     y = label_matrix(labels, names, np.shape(flux)[0])
     specs = []

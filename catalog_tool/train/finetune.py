@@ -25,6 +25,16 @@ from catalog_tool.train.pretrain import TrainedEnsemble, fit_members, label_matr
 __all__ = ["finetune", "METHODS"]
 
 
+def check_inputs(bundle: Bundle, *, flux, labels: dict) -> None:
+    """Refuse spectra of the wrong width or labels the bundle does not predict (ConfigError)."""
+    if np.shape(flux)[1:] != (bundle.n_in,):
+        raise ConfigError(f"bundle {bundle.name} expects spectra of {bundle.n_in} pixels, got shape {np.shape(flux)}")
+    unknown = sorted(set(labels) - set(bundle.label_names))
+    if unknown:
+        raise ConfigError(f"labels {unknown} are not outputs of bundle {bundle.name} "
+                          f"(it predicts {bundle.label_names})")
+
+
 def finetune(bundle: Bundle, *, flux: np.ndarray, labels: dict[str, np.ndarray], method: str,
              config: TrainConfig = TrainConfig(), rank: int = 8, alpha: float = 16.0, head_hidden: int = 32,
              log_path=None) -> TrainedEnsemble:
@@ -63,12 +73,8 @@ def finetune(bundle: Bundle, *, flux: np.ndarray, labels: dict[str, np.ndarray],
     spec = finetune_spec(method, rank=rank, alpha=alpha, head_hidden=head_hidden)
     if bundle.method == "adapter" and method != "zero-shot":
         raise ConfigError(f"bundle {bundle.name} already carries adapter heads; fine-tune its parent bundle instead")
-    if np.shape(flux)[1:] != (bundle.n_in,):
-        raise ConfigError(f"bundle {bundle.name} expects spectra of {bundle.n_in} pixels, got shape {np.shape(flux)}")
+    check_inputs(bundle, flux=flux, labels=labels)
     names = bundle.label_names
-    unknown = sorted(set(labels) - set(names))
-    if unknown:
-        raise ConfigError(f"labels {unknown} are not outputs of bundle {bundle.name} (it predicts {names})")
     arch = bundle.manifest["architecture"]
     mlp = MLPConfig.from_dict(arch["mlp"])
     y = label_matrix(labels, names, np.shape(flux)[0])
