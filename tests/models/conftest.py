@@ -11,10 +11,7 @@ from catalog_tool.train.loop import TrainConfig
 from catalog_tool.train.pretrain import pretrain
 from catalog_tool.train.synthetic import toy_labels, toy_spectra
 
-NPIX = 200
-HIDDEN = (48, 24, 12)
-GRID = {"loglam0": 3.602, "dloglam": 1e-4, "npix": NPIX}
-PREPROCESS = {"rest_frame": False, "lsf_match_R": None}
+from toy_model_settings import GRID, HIDDEN, NPIX, PREPROCESS  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

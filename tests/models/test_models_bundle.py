@@ -17,7 +17,7 @@ from catalog_tool.models.infer import predict
 from catalog_tool.train.finetune import finetune
 from catalog_tool.train.loop import TrainConfig
 
-from conftest import GRID, PREPROCESS
+from toy_model_settings import GRID, PREPROCESS
 
 
 @pytest.fixture

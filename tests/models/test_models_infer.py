@@ -10,8 +10,7 @@ from catalog_tool.models.bundle import make_provenance
 from catalog_tool.models.infer import predict
 from catalog_tool.train.synthetic import toy_spectra
 
-GRID = {"loglam0": 3.602, "dloglam": 1e-4, "npix": 200}   # as the toy set of conftest.py
-PREPROCESS = {"rest_frame": False, "lsf_match_R": None}
+from toy_model_settings import GRID, PREPROCESS
 
 
 def test_uncertainties_grow_as_snr_falls(saved, toy, rng):
