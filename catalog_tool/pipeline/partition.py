@@ -19,7 +19,7 @@ from catalog_tool.errors import InputFileError, StxcatError
 from catalog_tool.select import is_star, is_target
 
 __all__ = ["run_partition", "process_files", "annotate_batch", "prepare_targets", "finish_targets",
-           "cached_bundle", "remember_bundle", "run_settings", "provenance", "single_thread_blas",
+           "cached_bundle", "remember_bundle", "run_settings", "provenance",
            "DESI_ARM_RANGES", "CHUNK_ROWS"]
 
 #: Wavelength coverage of the DESI arms (A): which arms a model grid needs.
@@ -305,30 +305,6 @@ def process_files(files: list[dict], *, bundle, device: str, batch_size: int,
     return columns, failures, counts
 
 
-_blas_limited = False
-
-
-def single_thread_blas() -> None:
-    """Run numpy's (and scipy's) OpenBLAS on one thread in this process, once.
-
-    Preprocessing calls BLAS on small matrices (a few thousand pixels by six polynomial terms)
-    from the reader thread while torch runs inference beside it. A multi-threaded OpenBLAS gains
-    nothing on such sizes, and its threads wait for each other: on a busy machine (or when torch
-    holds the other core) that made every continuum fit 50 to 200 times slower, and the whole run
-    about three times slower, unless ``OMP_NUM_THREADS=1`` was set by hand.
-    """
-    global _blas_limited
-    if _blas_limited:
-        return
-    # import the preprocessing first: scipy loads its own OpenBLAS, which must be limited too
-    import catalog_tool.preprocess.chain  # noqa: F401
-    from threadpoolctl import ThreadpoolController
-
-    # OpenBLAS only (numpy's and scipy's copies): torch's own thread pools stay as --threads sets them
-    ThreadpoolController().select(internal_api="openblas").limit(limits=1)
-    _blas_limited = True
-
-
 _arms_cache: dict = {}
 
 
@@ -351,21 +327,20 @@ def run_partition(part: dict, *, work_dir: str, model: str, model_sha256: str, d
     Returns the done marker's content: ``index``, ``rows``, ``nspec``, ``errors``, ``counts`` and
     ``device`` (the one this worker used: ``auto`` is resolved here, on the worker).
     """
-    import torch
-
     from catalog_tool.models.infer import resolve_device
+    from catalog_tool.models.threads import torch_threads
     from catalog_tool.pipeline.resume import WorkDir
+    from catalog_tool.threads import single_thread_blas
     from catalog_tool.vac import write as vac_write
     from catalog_tool.vac.datamodel import empty_table
     from catalog_tool.vac.flags import FlagThresholds
 
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    single_thread_blas()
     bundle = cached_bundle(model, model_sha256)
     device = str(resolve_device(device))  # 'auto' means this worker's GPU when it has one
-    columns, failures, counts = process_files(part["files"], bundle=bundle, device=device,
-                                              batch_size=batch_size, strict=strict)
+    # both thread settings are process-wide: held while the partition runs, then restored
+    with torch_threads(threads), single_thread_blas():
+        columns, failures, counts = process_files(part["files"], bundle=bundle, device=device,
+                                                  batch_size=batch_size, strict=strict)
     wd = WorkDir(work_dir)
     prov = vac_write.Provenance(model_name=bundle.name, model_sha256=bundle.sha256,
                                 command="(part file)", input_release=f"partition {part['index']}",
