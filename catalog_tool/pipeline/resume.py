@@ -71,8 +71,7 @@ class WorkDir:
             old = self._read_plan()
             self._check_same(old, plan)
             return self.done_partitions()
-        if resume and not os.path.exists(self.plan_path):
-            pass  # nothing to resume: start fresh (the log says so)
+        # (resume with nothing to resume starts fresh)
         os.makedirs(self.parts, exist_ok=True)
         atomic_write_text(self.plan_path, json.dumps({"version": PLAN_VERSION, **plan}, indent=1))
         return set()

@@ -27,7 +27,7 @@ from catalog_tool.vac import flags as fl
 from pipeline_helpers import read_table, run_annotate
 
 
-def _expected(batch, bundle) -> dict:
+def _expected(batch, bundle, thresholds=fl.FlagThresholds()) -> dict:
     """VAC values of the targets of ``batch``, computed with the library functions alone."""
     batch = batch.take(np.flatnonzero(is_target(batch.meta)))
     meta, n = batch.meta, len(batch)
@@ -53,7 +53,7 @@ def _expected(batch, bundle) -> dict:
     flags = fl.compute_flags(
         is_star=star, snr=snr, bad_frac=bad_frac, covered=covered, cont_ok=cont_ok,
         pred_in_domain=fl.in_domain(values=values, lo=lo, hi=hi), ensemble_std=ens, label_names=names,
-        estimated=np.isfinite(values).all(axis=1), zwarn=zwarn, fiberstatus=fibst)
+        estimated=np.isfinite(values).all(axis=1), zwarn=zwarn, fiberstatus=fibst, thresholds=thresholds)
     out = {"SOURCE": [os.path.basename(s) for s in meta["SOURCE"]], "SOURCE_ROW": meta["ROW"],
            "TARGETID": meta["TARGETID"], "SNR": snr, "FLAGS": flags, "BAD_FRAC": bad_frac,
            "TARGET_RA": meta["TARGET_RA"], "TARGET_DEC": meta["TARGET_DEC"], "HEALPIX": meta["HEALPIX"]}
@@ -117,6 +117,35 @@ def test_lamost_vac_values_equal_preprocess_and_predict_outside_the_pipeline(tmp
     assert not failed
     vac = read_table(tmp_path / "lam.fits")
     assert 0 < _compare(vac, [_expected(batch, bundle)], bundle.label_names) < len(vac)
+
+
+def test_flags_use_the_thresholds_recorded_in_the_plan(tmp_path, monkeypatch, desi_release, tiny_bundle):
+    """The plan records the run's thresholds (a change blocks --resume); the tasks must flag with
+    them, not with the defaults, and the VAC header must say which were used."""
+    import json
+
+    import fitsio
+
+    from catalog_tool.pipeline import partition
+
+    strict = fl.FlagThresholds(min_snr=25.0, max_bad_frac=0.01,
+                               max_ensemble_std=(("FEH", 0.02), ("ALPHAFE", 0.002), ("TEFF", 20.0), ("LOGG", 0.02)))
+    plain = partition.run_settings
+
+    def run_settings(cfg, bundle):
+        return {**plain(cfg, bundle), "thresholds": strict.to_dict()}
+
+    monkeypatch.setattr(partition, "run_settings", run_settings)
+    out = tmp_path / "strict.fits"
+    run_annotate([desi_release.out], out, tiny_bundle, partition_size=30)
+    bundle = load_bundle(tiny_bundle)
+    coadds = sorted(glob.glob(os.path.join(desi_release.out, "healpix", "**", "coadd-*.fits"), recursive=True))
+    vac = read_table(out)
+    _compare(vac, [_expected(desi.read_coadd(p), bundle, strict) for p in coadds], bundle.label_names)
+    bits = {f.name: f.value for f in fl.FLAG_BITS}
+    assert np.any(vac["FLAGS"] & bits["ENSEMBLE_DISAGREE"])  # the strict limits bite
+    for ext in (0, "STELLAR_PARAMS"):
+        assert json.loads(fitsio.read_header(out, ext=ext)["FLAGTHR"]) == strict.to_dict()
 
 
 #: The published bits of FLAGS. Written out by hand on purpose: a bit renumbered, renamed, moved in
