@@ -255,6 +255,13 @@ def _train_options(func):
     return func
 
 
+def _torch_threads(n: int | None) -> None:
+    """torch CPU threads for the rest of this command; the count is restored when it ends."""
+    from catalog_tool.models.threads import torch_threads
+
+    click.get_current_context().with_resource(torch_threads(n))
+
+
 def _command_line() -> str:
     """The current command rebuilt from its parsed parameters (recorded in bundle provenance)."""
     import shlex
@@ -315,13 +322,13 @@ def pretrain(spectra, names, ensemble, heads, hidden, encoder, **o):
     settings, split 9:1 by --seed, and trained with AdamW keeping the best-validation weights.
     """
     from catalog_tool.errors import ConfigError
-    from catalog_tool.train.commands import run_pretrain, set_threads
+    from catalog_tool.train.commands import run_pretrain
 
     try:
         widths = tuple(int(h) for h in hidden.split(","))
     except ValueError:
         raise ConfigError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
-    set_threads(o.pop("threads"))
+    _torch_threads(o.pop("threads"))
     if encoder is not None:
         from catalog_tool.train.encoder_commands import run_pretrain_embedding
 
@@ -371,11 +378,10 @@ def pretrain_encoder_cmd(spectra, out, epochs, preset, width, layers, heads, con
     learns to reconstruct masked runs of 20-pixel tokens. Use the result with `stxcat pretrain --encoder`.
     """
     from catalog_tool.models.encoder import ENCODER_PRESETS
-    from catalog_tool.train.commands import set_threads
     from catalog_tool.train.encoder import EncoderTrainConfig
     from catalog_tool.train.encoder_commands import run_pretrain_encoder
 
-    set_threads(threads)
+    _torch_threads(threads)
     shape = {**ENCODER_PRESETS[preset], **{k: v for k, v in (("width", width), ("layers", layers), ("heads", heads))
                                            if v is not None}}
     cfg = EncoderTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, mask_ratio=mask_ratio, patience=patience,
@@ -418,9 +424,9 @@ def finetune(bundle, inputs, method, names, rank, alpha, head_hidden, freeze_bn,
     The labels keep the pre-trained scaling; adapter heads and LoRA factors are stored in the new
     bundle beside the frozen weights, and its manifest records the parent's sha256.
     """
-    from catalog_tool.train.commands import run_finetune, set_threads
+    from catalog_tool.train.commands import run_finetune
 
-    set_threads(o.pop("threads"))
+    _torch_threads(o.pop("threads"))
     outcome = run_finetune(bundle, inputs, labels_path=o["labels_path"], method=method, out=o["out"],
                            config=_train_config(o, freeze_bn=freeze_bn), names=list(names) or None, rank=rank,
                            alpha=alpha, head_hidden=head_hidden, cache=o["cache"], float16=o["float16"],
@@ -450,9 +456,9 @@ def evaluate(bundle, inputs, labels_path, out, noise, device, batch_size, thread
     split at reference [Fe/H] = -1; the spread of (predicted - reference) / error per S/N bin;
     plots of predicted vs reference and residuals vs [Fe/H] and S/N.
     """
-    from catalog_tool.train.commands import run_evaluate, set_threads
+    from catalog_tool.train.commands import run_evaluate
 
-    set_threads(threads)
+    _torch_threads(threads)
     res = run_evaluate(bundle, inputs, labels_path=labels_path, out=out, device=device, batch_size=batch_size,
                        noise=noise, cache=cache)
     click.echo(res["markdown"])

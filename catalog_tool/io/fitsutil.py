@@ -29,7 +29,6 @@ from catalog_tool.errors import (
 __all__ = [
     "open_fits",
     "get_hdu",
-    "has_hdu",
     "check_readable",
     "is_gzip",
     "read_error",
@@ -159,11 +158,6 @@ def open_fits(path: str | os.PathLike, *, check_complete: bool = True) -> Iterat
         yield fits
     finally:
         fits.close()
-
-
-def has_hdu(fits: fitsio.FITS, name: str) -> bool:
-    """True when the file has an HDU with EXTNAME ``name`` (case-insensitive, as CFITSIO)."""
-    return name in fits
 
 
 def get_hdu(fits: fitsio.FITS, name: str, path: str | os.PathLike):

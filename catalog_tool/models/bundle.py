@@ -30,6 +30,7 @@ from torch import nn
 
 from catalog_tool import __version__
 from catalog_tool.errors import BundleError, ConfigError
+from catalog_tool.io.atomic import atomic_write_bytes
 from catalog_tool.models.adapters import adapt_member, finetune_spec, merge_lora
 from catalog_tool.models.mlp import HEADS, MLPConfig, build_member
 
@@ -331,13 +332,18 @@ def save_bundle(path: str | os.PathLike, *, members: list[nn.Module], config: ML
 
     if (path / MANIFEST_NAME).exists() and not overwrite:
         raise BundleError(f"{path} already holds a bundle (use overwrite to replace it)")
-    path.mkdir(parents=True, exist_ok=True)
-    # Temp file then rename: a crash never leaves a half-written bundle that verifies.
-    for fname, data in ((WEIGHTS_NAME, blob), (MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())):
-        tmp = path / (fname + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path / fname)
+    write_bundle_files(path, {WEIGHTS_NAME: blob, MANIFEST_NAME: (json.dumps(manifest, indent=2) + "\n").encode()})
     return load_bundle(path)
+
+
+def write_bundle_files(folder: str | os.PathLike, files: dict[str, bytes]) -> None:
+    """Write a bundle's files into ``folder`` in the order given, each atomically.
+
+    Weights first, manifest last: a crash never leaves a folder whose manifest verifies against
+    half-written weights.
+    """
+    for fname, data in files.items():
+        atomic_write_bytes(pathlib.Path(folder) / fname, data)
 
 
 def bundled_root() -> pathlib.Path:

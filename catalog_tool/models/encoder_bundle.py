@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import pathlib
 from dataclasses import dataclass
 
@@ -47,6 +46,7 @@ from catalog_tool.models.bundle import (
     _compare,
     find_bundle,
     read_manifest,
+    write_bundle_files,
 )
 from catalog_tool.models.encoder import (
     EmbeddingMember,
@@ -95,16 +95,6 @@ class EncoderBundle:
         return self.manifest["preprocess"]
 
 
-def _write_atomic(folder: pathlib.Path, files: dict[str, bytes]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    # Weights first, manifest last, each through a temp file: a crash never leaves a folder
-    # whose manifest verifies against half-written weights.
-    for fname, data in files.items():
-        tmp = folder / (fname + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, folder / fname)
-
-
 def _state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 
@@ -145,7 +135,7 @@ def save_encoder(path, *, encoder: SpectrumEncoder, grid, preprocess, provenance
     }
     if (path / MANIFEST_NAME).exists() and not overwrite:
         raise BundleError(f"{path} already holds a bundle (use overwrite to replace it)")
-    _write_atomic(path, {WEIGHTS_NAME: blob, MANIFEST_NAME: (json.dumps(manifest, indent=2) + "\n").encode()})
+    write_bundle_files(path, {WEIGHTS_NAME: blob, MANIFEST_NAME: (json.dumps(manifest, indent=2) + "\n").encode()})
     return load_encoder(path)
 
 
@@ -345,8 +335,8 @@ def save_embedding_bundle(path, *, members: list[EmbeddingMember], encoder: Enco
     if (path / MANIFEST_NAME).exists() and not overwrite:
         raise BundleError(f"{path} already holds a bundle (use overwrite to replace it)")
     enc_manifest = (json.dumps(encoder.manifest, indent=2) + "\n").encode()
-    _write_atomic(path / ENCODER_DIR, {WEIGHTS_NAME: encoder.blob, MANIFEST_NAME: enc_manifest})
-    _write_atomic(path, {WEIGHTS_NAME: blob, MANIFEST_NAME: (json.dumps(manifest, indent=2) + "\n").encode()})
+    write_bundle_files(path / ENCODER_DIR, {WEIGHTS_NAME: encoder.blob, MANIFEST_NAME: enc_manifest})
+    write_bundle_files(path, {WEIGHTS_NAME: blob, MANIFEST_NAME: (json.dumps(manifest, indent=2) + "\n").encode()})
     return load_bundle_folder(path)
 
 

@@ -18,8 +18,8 @@ from catalog_tool.batch import SpectraBatch
 from catalog_tool.errors import InputFileError, StxcatError
 from catalog_tool.select import is_star, is_target
 
-__all__ = ["run_partition", "process_files", "annotate_batch", "prepare_targets", "finish_targets",
-           "cached_bundle", "remember_bundle", "run_settings", "provenance", "single_thread_blas",
+__all__ = ["run_partition", "process_files", "prepare_targets", "finish_targets",
+           "cached_bundle", "remember_bundle", "run_settings", "thresholds_of", "provenance",
            "DESI_ARM_RANGES", "CHUNK_ROWS"]
 
 #: Wavelength coverage of the DESI arms (A): which arms a model grid needs.
@@ -54,14 +54,25 @@ def remember_bundle(path: str, bundle) -> None:
 
 
 def run_settings(cfg, bundle) -> dict:
-    """The settings that determine the output (recorded in the plan; a change blocks resume)."""
+    """The settings that determine the output (recorded in the plan; a change blocks resume).
+
+    The one place the flag thresholds of a run are chosen: the tasks and the merge read them back
+    from here (see :func:`thresholds_of`).
+    """
     from catalog_tool.vac.flags import FlagThresholds
 
     return {"grid": bundle.grid, "preprocess": bundle.preprocess,
             "thresholds": FlagThresholds().to_dict(), "partition_size": cfg.partition_size}
 
 
-def provenance(cfg, bundle, device: str):
+def thresholds_of(settings: dict):
+    """The :class:`~catalog_tool.vac.flags.FlagThresholds` recorded in a run's settings."""
+    from catalog_tool.vac.flags import FlagThresholds
+
+    return FlagThresholds.from_dict(settings["thresholds"])
+
+
+def provenance(cfg, bundle, device: str, settings: dict):
     """VAC provenance of a run."""
     import datetime
 
@@ -71,7 +82,8 @@ def provenance(cfg, bundle, device: str):
     return Provenance(model_name=bundle.name, model_sha256=bundle.sha256,
                       command=cfg.command or "stxcat annotate (library call)",
                       input_release=" ".join(os.path.abspath(os.fspath(p)) for p in cfg.inputs),
-                      date=date, extra=(("DEVICE", device, "inference device"),))
+                      date=date, thresholds=thresholds_of(settings),
+                      extra=(("DEVICE", device, "inference device"),))
 
 
 def arms_needed(lo: float, hi: float) -> tuple[str, ...]:
@@ -99,18 +111,6 @@ def _read(files: list[dict], arms: tuple[str, ...]) -> tuple[list[SpectraBatch],
         if len(batch):
             batches.append(batch)
     return batches, failures
-
-
-def _meta_col(meta: dict, name: str, n: int, fill, dtype) -> np.ndarray:
-    if name in meta:
-        return np.asarray(meta[name])
-    return np.full(n, fill, dtype=dtype)
-
-
-def _basenames(paths) -> np.ndarray:
-    """File names without folders; one ``os.path.basename`` per distinct path, not per row."""
-    uniq, inverse = np.unique(np.asarray(paths).astype(str), return_inverse=True)
-    return np.array([os.path.basename(u) for u in uniq], dtype="U80")[inverse.reshape(-1)]
 
 
 class _Prepared:
@@ -145,12 +145,18 @@ def prepare_targets(batch: SpectraBatch, *, grid, settings) -> _Prepared:
     return _Prepared(meta, star, diag, ok, flux, ivar)
 
 
-def finish_targets(prep: _Prepared, *, bundle, device: str, batch_size: int, thresholds=None) -> dict:
-    """Inference, flags and VAC columns of a prepared chunk (the torch half)."""
+def finish_targets(prep: _Prepared, *, bundle, device: str, batch_size: int, thresholds) -> np.ndarray:
+    """Inference, flags and VAC rows of a prepared chunk (the torch half).
+
+    Returns a table in the VAC data model (:func:`catalog_tool.vac.datamodel.to_table`): the
+    columns copied from the files by ``columns_from_meta``, the labels by
+    ``columns_from_prediction``, the diagnostics and ``FLAGS``; ``PRIMARY`` and ``FLAG_BAD`` are
+    the merge's business.
+    """
     from catalog_tool.models.infer import predict
+    from catalog_tool.vac import datamodel as dm
     from catalog_tool.vac import flags as fl
 
-    thresholds = thresholds or fl.FlagThresholds()
     meta, star, diag = prep.meta, prep.star, prep.diag
     n = len(star)
     names = bundle.label_names
@@ -160,30 +166,18 @@ def finish_targets(prep: _Prepared, *, bundle, device: str, batch_size: int, thr
     if len(prep.ok):
         pred = predict(bundle, flux=prep.flux, ivar=prep.ivar, device=device, batch_size=batch_size)
         values[prep.ok], errors[prep.ok], ens[prep.ok] = pred.values, pred.errors, pred.ensemble_std
+    table = dm.to_table({
+        **dm.columns_from_meta(meta),
+        **dm.columns_from_prediction(values=values, errors=errors, ensemble_std=ens, label_names=names),
+        "SNR": diag["SNR_MEDIAN"], "BAD_FRAC": diag["BAD_FRAC"], "COVERAGE": diag["COVERAGE"]}, n=n)
     lo = np.array([s.domain[0] for s in bundle.labels])
     hi = np.array([s.domain[1] for s in bundle.labels])
-    zwarn = _meta_col(meta, "ZWARN", n, -1, np.int64)
-    fiberstatus = _meta_col(meta, "COADD_FIBERSTATUS", n, -1, np.int64)
-    flags = fl.compute_flags(
+    table["FLAGS"] = fl.compute_flags(
         is_star=star, snr=diag["SNR_MEDIAN"], bad_frac=diag["BAD_FRAC"], covered=diag["COVERED"],
         cont_ok=diag["CONT_OK"], pred_in_domain=fl.in_domain(values=values, lo=lo, hi=hi),
-        ensemble_std=ens, label_names=names, zwarn=zwarn, fiberstatus=fiberstatus,
+        ensemble_std=ens, label_names=names, zwarn=table["ZWARN"], fiberstatus=table["COADD_FIBERSTATUS"],
         estimated=np.isfinite(values).all(axis=1), thresholds=thresholds)
-    cols = {
-        "TARGETID": meta["TARGETID"], "SURVEY": meta["SURVEY"], "PROGRAM": meta["PROGRAM"],
-        "HEALPIX": meta["HEALPIX"], "TARGET_RA": meta["TARGET_RA"], "TARGET_DEC": meta["TARGET_DEC"],
-        "SNR": diag["SNR_MEDIAN"], "FLAGS": flags, "BAD_FRAC": diag["BAD_FRAC"],
-        "COVERAGE": diag["COVERAGE"],
-        "Z": _meta_col(meta, "Z", n, np.nan, np.float64), "ZWARN": zwarn,
-        "SPECTYPE": _meta_col(meta, "SPECTYPE", n, "", "U6"),
-        "COADD_FIBERSTATUS": fiberstatus,
-        "CLASS": _meta_col(meta, "CLASS", n, "", "U8"),
-        "SOURCE": _basenames(meta["SOURCE"]),
-        "SOURCE_ROW": meta["ROW"],
-    }
-    for j, name in enumerate(names):
-        cols[name], cols[f"{name}_ERR"], cols[f"{name}_ENS_STD"] = values[:, j], errors[:, j], ens[:, j]
-    return cols
+    return table
 
 
 def _bundle_inputs(bundle):
@@ -191,17 +185,6 @@ def _bundle_inputs(bundle):
     from catalog_tool.preprocess.settings import PreprocessSettings
 
     return ModelGrid.from_dict(bundle.grid), PreprocessSettings.from_dict(bundle.preprocess)
-
-
-def annotate_batch(batch: SpectraBatch, *, bundle, device: str, batch_size: int, thresholds=None) -> dict:
-    """VAC columns for the targets of one batch (sky and unassigned fibres left out).
-
-    Stars are preprocessed and inferred; other targets get NaN labels and ``NOT_STAR``.
-    """
-    grid, settings = _bundle_inputs(bundle)
-    batch = batch.take(np.flatnonzero(is_target(batch.meta)))
-    return finish_targets(prepare_targets(batch, grid=grid, settings=settings), bundle=bundle, device=device,
-                          batch_size=batch_size, thresholds=thresholds)
 
 
 #: Targets of one file prepared and inferred together. Fixed (not tied to ``batch_size`` or the
@@ -229,7 +212,7 @@ def _producer(groups, arms, grid, settings, out: "queue.Queue", stop: threading.
             for batch in batches:
                 kind = np.char.upper(np.asarray(batch.meta["FIBER_KIND"]).astype(str))
                 counts = {"sky": int((kind == "SKY").sum()), "unassigned": int((kind == "UNASSIGNED").sum())}
-                targets = batch.take(np.flatnonzero(kind == "TARGET"))
+                targets = batch.take(np.flatnonzero(is_target(batch.meta)))
                 put(("counts", counts))
                 for start in range(0, len(targets), CHUNK_ROWS):
                     if stop.is_set():
@@ -241,25 +224,30 @@ def _producer(groups, arms, grid, settings, out: "queue.Queue", stop: threading.
         put(("error", exc))
 
 
-def process_files(files: list[dict], *, bundle, device: str, batch_size: int,
-                  strict: bool = False) -> tuple[dict, list[tuple[str, str]], dict]:
+def process_files(files: list[dict], *, bundle, device: str, batch_size: int, thresholds=None,
+                  strict: bool = False) -> tuple[np.ndarray, list[tuple[str, str]], dict]:
     """Annotate a list of files (a partition).
 
     Two stages in two threads: a reader thread reads the files and preprocesses their stars (numpy)
     in chunks of :data:`CHUNK_ROWS` targets, at most two chunks ahead (bounded memory), while this
     thread runs inference (torch) on the chunk before. Both release the GIL in their heavy parts.
 
+    ``thresholds`` (:class:`~catalog_tool.vac.flags.FlagThresholds`) are the run's, recorded in its
+    plan (see :func:`run_settings`); the defaults when None.
+
     Returns
     -------
-    columns : dict of str to ndarray
-        The VAC rows of every target in the readable files, in file order.
+    table : ndarray in the VAC data model's dtype
+        The VAC rows of every target in the readable files, in file order (0 rows when none).
     failures : list of (path, reason)
         Files that could not be read (their targets are unknown, hence no rows).
     counts : dict
         ``targets``, ``stars``, ``sky``, ``unassigned`` for the log.
     """
+    from catalog_tool.vac.datamodel import empty_table
     from catalog_tool.vac.flags import FlagThresholds
 
+    thresholds = thresholds or FlagThresholds()
     grid, settings = _bundle_inputs(bundle)
     arms = _arms_for(bundle)
     groups = [[f] for f in files if f["kind"] == "desi"]
@@ -268,7 +256,6 @@ def process_files(files: list[dict], *, bundle, device: str, batch_size: int,
         groups.append(lamost_files)
     parts, failures = [], []
     counts = {"targets": 0, "stars": 0, "sky": 0, "unassigned": 0}
-    thresholds = FlagThresholds()
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     reader = threading.Thread(target=_producer, args=(groups, arms, grid, settings, q, stop),
@@ -290,43 +277,15 @@ def process_files(files: list[dict], *, bundle, device: str, batch_size: int,
                 for k, v in item.items():
                     counts[k] += v
             else:
-                cols = finish_targets(item, bundle=bundle, device=device, batch_size=batch_size,
+                rows = finish_targets(item, bundle=bundle, device=device, batch_size=batch_size,
                                       thresholds=thresholds)
-                counts["targets"] += len(cols["TARGETID"])
-                counts["stars"] += int(np.isfinite(cols[bundle.label_names[0]]).sum())
-                parts.append(cols)
+                counts["targets"] += len(rows)
+                counts["stars"] += int(np.isfinite(rows[bundle.label_names[0]]).sum())
+                parts.append(rows)
     finally:
         stop.set()
         reader.join()
-    if parts:
-        columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    else:
-        columns = {}
-    return columns, failures, counts
-
-
-_blas_limited = False
-
-
-def single_thread_blas() -> None:
-    """Run numpy's (and scipy's) OpenBLAS on one thread in this process, once.
-
-    Preprocessing calls BLAS on small matrices (a few thousand pixels by six polynomial terms)
-    from the reader thread while torch runs inference beside it. A multi-threaded OpenBLAS gains
-    nothing on such sizes, and its threads wait for each other: on a busy machine (or when torch
-    holds the other core) that made every continuum fit 50 to 200 times slower, and the whole run
-    about three times slower, unless ``OMP_NUM_THREADS=1`` was set by hand.
-    """
-    global _blas_limited
-    if _blas_limited:
-        return
-    # import the preprocessing first: scipy loads its own OpenBLAS, which must be limited too
-    import catalog_tool.preprocess.chain  # noqa: F401
-    from threadpoolctl import ThreadpoolController
-
-    # OpenBLAS only (numpy's and scipy's copies): torch's own thread pools stay as --threads sets them
-    ThreadpoolController().select(internal_api="openblas").limit(limits=1)
-    _blas_limited = True
+    return (np.concatenate(parts) if parts else empty_table(0)), failures, counts
 
 
 _arms_cache: dict = {}
@@ -351,29 +310,26 @@ def run_partition(part: dict, *, work_dir: str, model: str, model_sha256: str, d
     Returns the done marker's content: ``index``, ``rows``, ``nspec``, ``errors``, ``counts`` and
     ``device`` (the one this worker used: ``auto`` is resolved here, on the worker).
     """
-    import torch
-
     from catalog_tool.models.infer import resolve_device
+    from catalog_tool.models.threads import torch_threads
     from catalog_tool.pipeline.resume import WorkDir
+    from catalog_tool.threads import single_thread_blas
     from catalog_tool.vac import write as vac_write
-    from catalog_tool.vac.datamodel import empty_table
-    from catalog_tool.vac.flags import FlagThresholds
 
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    single_thread_blas()
     bundle = cached_bundle(model, model_sha256)
     device = str(resolve_device(device))  # 'auto' means this worker's GPU when it has one
-    columns, failures, counts = process_files(part["files"], bundle=bundle, device=device,
-                                              batch_size=batch_size, strict=strict)
+    thresholds = thresholds_of(settings)
+    # both thread settings are process-wide: held while the partition runs, then restored
+    with torch_threads(threads), single_thread_blas():
+        table, failures, counts = process_files(part["files"], bundle=bundle, device=device,
+                                                batch_size=batch_size, thresholds=thresholds, strict=strict)
     wd = WorkDir(work_dir)
     prov = vac_write.Provenance(model_name=bundle.name, model_sha256=bundle.sha256,
                                 command="(part file)", input_release=f"partition {part['index']}",
-                                date="1970-01-01T00:00:00",
-                                thresholds=FlagThresholds.from_dict(settings["thresholds"]))
-    vac_write.write_vac(wd.part_path(part["index"]), columns if columns else empty_table(0), provenance=prov,
+                                date="1970-01-01T00:00:00", thresholds=thresholds)
+    vac_write.write_vac(wd.part_path(part["index"]), table, provenance=prov,
                         errors=failures, compute_primary=False, overwrite=True)
-    info = {"index": part["index"], "rows": len(columns.get("TARGETID", ())), "nspec": part["nspec"],
+    info = {"index": part["index"], "rows": len(table), "nspec": part["nspec"],
             "errors": [list(f) for f in failures], "counts": counts, "device": device}
     wd.mark_done(part["index"], info)
     return info

@@ -19,11 +19,11 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 
 from catalog_tool.errors import RunStateError
+from catalog_tool.io.atomic import atomic_write_text
 
-__all__ = ["WorkDir", "atomic_write_text", "sha256_file"]
+__all__ = ["WorkDir", "sha256_file"]
 
 PLAN_VERSION = 1
 
@@ -34,22 +34,6 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class WorkDir:
@@ -87,8 +71,7 @@ class WorkDir:
             old = self._read_plan()
             self._check_same(old, plan)
             return self.done_partitions()
-        if resume and not os.path.exists(self.plan_path):
-            pass  # nothing to resume: start fresh (the log says so)
+        # (resume with nothing to resume starts fresh)
         os.makedirs(self.parts, exist_ok=True)
         atomic_write_text(self.plan_path, json.dumps({"version": PLAN_VERSION, **plan}, indent=1))
         return set()

@@ -203,14 +203,12 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
                 log.warning("failed %s: %s", path, reason)
 
         try:
-            if not todo:
-                pass
-            elif cfg.scheduler in _LOCAL:
+            if todo and cfg.scheduler in _LOCAL:
                 import dask
 
                 tasks = [dask.delayed(part_mod.run_partition, pure=False)(p, **kwargs) for p in todo]
                 _local_map(tasks, cfg, on_done)
-            else:
+            elif todo:
                 _distributed_map(todo, kwargs, cfg, on_done)
         finally:
             progress.close()
@@ -219,7 +217,7 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
         errors = [tuple(e) for e in plan["skipped"]]
         # the devices the tasks actually used (several when a resumed run changed machines)
         device = "+".join(sorted({i.get("device", device) for i in infos})) or device
-        provenance = part_mod.provenance(cfg, bundle, device)
+        provenance = part_mod.provenance(cfg, bundle, device, settings)
         merged = vac_write.merge_parts([wd.part_path(p["index"]) for p in plan["partitions"]], cfg.out,
                                        errors=errors, provenance=provenance, overwrite=True)
         summary = RunSummary(out=os.fspath(cfg.out), rows=merged.nrows, partitions=len(plan["partitions"]),

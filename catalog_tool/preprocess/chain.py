@@ -20,6 +20,7 @@ from catalog_tool.preprocess.lsf import match_resolution
 from catalog_tool.preprocess.masks import interpolate_bad
 from catalog_tool.preprocess.rv import redshifts, rest_wave
 from catalog_tool.preprocess.settings import PreprocessSettings
+from catalog_tool.threads import single_thread_blas
 
 __all__ = ["Preprocessed", "preprocess_batch", "needed_range", "desi_arms_needed", "DIAGNOSTIC_COLUMNS"]
 
@@ -159,6 +160,7 @@ def _chunk(batch: SpectraBatch, i: int, j: int) -> SpectraBatch:
     return SpectraBatch(arms=arms, meta={k: v[i:j] for k, v in batch.meta.items()})
 
 
+@single_thread_blas()  # faster on these small matrices, and results independent of the core count
 def preprocess_batch(batch: SpectraBatch, *, grid: ModelGrid, settings: PreprocessSettings,
                      keep_continuum: bool = False, chunk_rows: int | None = None) -> Preprocessed:
     """Turn a batch of spectra into continuum-normalised model inputs on the model grid.

@@ -5,7 +5,6 @@ the truth table."""
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import fitsio
 import numpy as np
 
 from catalog_tool.errors import ConfigError
+from catalog_tool.io.atomic import atomic_path
 from catalog_tool.sim import instrument as ins
 from catalog_tool.sim._fitsraw import add_checksum_placeholders, finalize_checksums
 from catalog_tool.sim.templates import galaxy_flux, qso_flux
@@ -86,31 +86,6 @@ def prepare_output(out: str | os.PathLike, *, overwrite: bool, owned: list[str])
                 os.remove(p)
     os.makedirs(out, exist_ok=True)
     return out
-
-
-@contextlib.contextmanager
-def atomic_path(path: str, *, compress: bool = False) -> Iterator[str]:
-    """A temporary name beside ``path`` to write a file under; renamed into place when complete.
-
-    With ``compress`` the finished file is gzip-compressed (``path`` should end in ``.gz``). On an
-    exception the temporary file is removed and nothing appears at ``path``.
-    """
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, "." + os.path.basename(path).removesuffix(".gz") + ".tmp")
-    try:
-        yield tmp
-        if compress:
-            gz = tmp + ".gz"
-            with open(tmp, "rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
-                shutil.copyfileobj(src, dst)
-            os.remove(tmp)
-            tmp = gz
-        os.replace(tmp, path)
-    finally:
-        for p in (tmp, tmp + ".gz"):
-            if os.path.exists(p):
-                os.remove(p)
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ from catalog_tool.sim.common import (
     draw_snr, load_model, prepare_output, source_flux, write_truth,
 )
 from catalog_tool.sim.templates import stellar_class
+from catalog_tool.threads import single_thread_blas
 
 __all__ = ["DesiMix", "simulate_desi", "coadd_path", "NSIDE", "TRUTH_NAME", "BITS"]
 
@@ -626,6 +627,7 @@ def _init_worker(model) -> None:
         _WORKER.update(given=model, model=load_model(model), inst=_Instrument())
 
 
+@single_thread_blas()  # OpenBLAS rounds differently with its thread count: the output must not depend on it
 def _simulate_pixel(task: dict) -> tuple[list[str], dict]:
     """Plan and write one pixel; returns its two file names and its truth-table columns."""
     plan_ss, write_ss = task["ss"].spawn(2)

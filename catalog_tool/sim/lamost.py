@@ -28,6 +28,7 @@ from catalog_tool.sim.common import (
     draw_snr, load_model, prepare_output, source_flux, write_truth,
 )
 from catalog_tool.sim.templates import stellar_class
+from catalog_tool.threads import single_thread_blas
 
 __all__ = ["simulate_lamost", "LAYOUTS", "TRUTH_NAME", "CATALOG_NAME"]
 
@@ -185,6 +186,7 @@ def _write_file(path: str, layout: str, npix: int, spec: dict, j: int, header: l
                 fits[0].write_key("EXTNAME", "Flux", comment="The extension name")
 
 
+@single_thread_blas()  # OpenBLAS rounds differently with its thread count: the output must not depend on it
 def simulate_lamost(out: str | os.PathLike, *, n: int = 20, seed: int = 0, layout: str = "mixed",
                     gzip: bool = False, snr_range=(5.0, 100.0), labels=None, galaxy_fraction: float = 0.04,
                     qso_fraction: float = 0.03, overwrite: bool = False, chunk: int = 256,

@@ -20,7 +20,7 @@ from catalog_tool.models.bundle import (MANIFEST_NAME, Bundle, bundled_names, bu
 from catalog_tool.train.loop import TrainConfig
 
 __all__ = ["TrainOutcome", "run_pretrain", "run_finetune", "run_evaluate", "describe_bundles", "format_bundles",
-           "bundles_json", "set_threads"]
+           "bundles_json"]
 
 
 @dataclass
@@ -31,16 +31,6 @@ class TrainOutcome:
     failures: list
     n_spectra: int
     log_path: str
-
-
-def set_threads(n: int | None) -> None:
-    """Torch CPU threads for this process (None: leave torch's default)."""
-    if n is not None:
-        import torch
-
-        if n < 1:
-            raise ConfigError(f"--threads must be >= 1, got {n}")
-        torch.set_num_threads(int(n))
 
 
 def _check_out(out, overwrite: bool) -> pathlib.Path:

@@ -21,13 +21,11 @@ Rows are ordered by ``HEALPIX`` then input order (part order, then row order wit
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
 import re
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import fitsio
@@ -35,6 +33,7 @@ import numpy as np
 
 from catalog_tool import __version__
 from catalog_tool.errors import StxcatError
+from catalog_tool.io.atomic import OutputExistsError, atomic_path
 from catalog_tool.io.fitsutil import get_hdu, open_fits
 from catalog_tool.vac import datamodel as dm
 from catalog_tool.vac import flags as fl
@@ -71,10 +70,6 @@ _ERRORS_COLUMNS = (
     ("FILE", "meta.id;meta.file", "input file that could not be used"),
     ("REASON", "meta.note", "why it failed"),
 )
-
-
-class OutputExistsError(StxcatError, FileExistsError):
-    """The output file exists and overwriting was not asked for."""
 
 
 class PartFileError(StxcatError):
@@ -255,33 +250,6 @@ def _conform(rows: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # low-level writing
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it.
-
-    Raises
-    ------
-    OutputExistsError
-        ``path`` exists and ``overwrite`` is False.
-    """
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not overwrite:
-        raise OutputExistsError(f"{path}: exists (pass overwrite to replace it)")
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb") as fh:  # durable before it becomes visible under the real name
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
 
 def _write_cards(hdu, cards: Iterable[dict]) -> None:
     for card in cards:

@@ -57,6 +57,21 @@ def test_workers_do_not_change_the_output(release, tmp_path):
     assert _digest(release.truth) == _digest(par.truth)
 
 
+def test_output_does_not_depend_on_the_blas_thread_count(release, tmp_path):
+    """The simulation is a function of its seed: whatever numpy's OpenBLAS thread count is when it
+    is called (an earlier annotate run in the same process once left it at one thread for good,
+    and spawned workers then wrote other bytes than this process)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    before = [i["num_threads"] for i in threadpool_info()]
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            again = simulate_desi(tmp_path / f"t{threads}", pixels=2, per_pixel=24, seed=11)
+        for rel in release.files:
+            assert _digest(f"{release.out}/{rel}") == _digest(f"{again.out}/{rel}"), (threads, rel)
+    assert [i["num_threads"] for i in threadpool_info()] == before  # and nothing left changed
+
+
 def test_headers_and_hdus_like_real_files(release, realdata):
     path = f"{release.out}/{release.files[0]}"
     real = fitsio.FITS(realdata / "desi" / "coadd-special-dark-27247.fits")
