@@ -134,8 +134,12 @@ EXIT_SOME_FILES_FAILED = 3
 
 @main.command()
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=str))
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="VAC FITS file to write (required unless given in --config).")
+@click.option("--out", "-o", type=click.Path(path_type=str), default=None,
+              help="VAC to write: a FITS file, a Parquet file or a HATS folder, as --format says "
+                   "(required unless given in --config).")
+@click.option("--format", "format", type=click.Choice(["fits", "parquet", "hats"]), default=None,
+              help="Output format; parquet and hats need the optional packages (pip install 'stxcat[hats]') "
+                   "and keep the FITS VAC as vac.fits in --work-dir  [default: fits].")
 @click.option("--model", "-m", default=None,
               help="Bundled model name or path of a bundle folder  [default: default].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
@@ -191,6 +195,35 @@ def annotate(inputs, config_file, **options):
         for path, reason in summary.failed_files[:5]:
             click.echo(f"  {path}: {reason}", err=True)
         sys.exit(EXIT_SOME_FILES_FAILED)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("vac", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("out", type=click.Path(path_type=str))
+@click.option("--format", "format", required=True, type=click.Choice(["parquet", "hats"]),
+              help="parquet: one Parquet file; hats: a HEALPix-partitioned HATS catalogue folder for LSDB.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="hats-import's progress bars on stderr (hats only).")
+@friendly_errors
+def export(vac, out, format, overwrite, progress):
+    """Write the FITS VAC file VAC to OUT as Parquet or HATS (needs pip install 'stxcat[hats]').
+
+    Same columns, units, UCDs and descriptions as the FITS data model, the provenance and the
+    ERRORS table; written streaming and atomically. The rows are the same as annotate --format
+    would write.
+    """
+    from catalog_tool.vac.export import export_vac
+
+    r = export_vac(vac, out, format=format, overwrite=overwrite, progress=progress)
+    click.echo(f"wrote {r.path} ({r.format}): {r.nrows} rows"
+               + (f" in {r.partitions} HEALPix partitions" if r.format == "hats" else "")
+               + f", {r.nerrors} ERRORS rows carried over")
+    if r.extras_left_out:
+        click.echo(f"not exported (row-matched extra HDUs): {', '.join(r.extras_left_out)}", err=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,10 +19,11 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["AnnotateConfig", "build_config", "SCHEDULERS", "DEVICES"]
+__all__ = ["AnnotateConfig", "build_config", "SCHEDULERS", "DEVICES", "FORMATS"]
 
 SCHEDULERS = ("threads", "processes", "synchronous")
 DEVICES = ("auto", "cpu", "cuda")
+FORMATS = ("fits", "parquet", "hats")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,10 @@ class AnnotateConfig:
     inputs: tuple = ()
     """Release trees, folders of LAMOST files, or single files."""
     out: str = ""
-    """Path of the merged VAC FITS file to write."""
+    """Path of the merged VAC to write: a FITS or Parquet file, or a HATS catalogue folder."""
+    format: str = "fits"
+    """``fits`` (the VAC), ``parquet`` (one file) or ``hats`` (a folder; needs the ``hats`` extra).
+    With parquet/hats the FITS VAC is also kept, as ``vac.fits`` in the work dir."""
     model: str = "default"
     """Name of a bundled model or path of a bundle folder."""
     device: str = "auto"
@@ -66,7 +70,8 @@ class AnnotateConfig:
 
     @property
     def resolved_work_dir(self) -> str:
-        return self.work_dir or (os.fspath(self.out) + ".work")
+        # a HATS folder given as OUT/ must not get its work dir inside itself (OUT/.work)
+        return self.work_dir or (os.fspath(self.out).rstrip("/" + os.sep) + ".work")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -80,8 +85,12 @@ def _validate(cfg: AnnotateConfig) -> list[str]:
         problems.append("no input given")
     if not cfg.out:
         problems.append("--out is required")
-    elif os.path.isdir(cfg.out):
+    elif os.path.isdir(cfg.out) and cfg.format != "hats":
         problems.append(f"--out {cfg.out} is a directory; give a file name such as vac.fits")
+    if cfg.format not in FORMATS:
+        problems.append(f"format must be one of {', '.join(FORMATS)}, not {cfg.format!r}")
+    elif cfg.per_pixel and cfg.format != "fits":
+        problems.append("--per-pixel writes FITS files; it needs --format fits")
     if cfg.device not in DEVICES:
         problems.append(f"device must be one of {', '.join(DEVICES)}, not {cfg.device!r}")
     if cfg.scheduler not in SCHEDULERS and not cfg.scheduler.startswith(("tcp://", "tls://", "inproc://")):

@@ -33,6 +33,8 @@ __all__ = ["annotate", "RunSummary"]
 log = logging.getLogger("stxcat")
 
 _LOCAL = ("threads", "processes", "synchronous")
+#: The merged FITS VAC in the work dir when ``--format`` is parquet or hats.
+FITS_IN_WORK_DIR = "vac.fits"
 
 
 @dataclass
@@ -152,6 +154,10 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
     t0 = time.perf_counter()
     if os.path.exists(cfg.out) and not (cfg.overwrite or cfg.resume):
         raise StxcatError(f"{cfg.out} exists: pass --overwrite to replace it (or --resume to finish its run)")
+    if cfg.format != "fits":
+        from catalog_tool.vac.export import check_available
+
+        check_available(cfg.format)  # a missing optional package: say so now, not after the run
     bundle = load_bundle(cfg.model)
     # absolute paths: Dask workers on other hosts or in another directory resolve them as given
     bundle_path = os.path.abspath(find_bundle(cfg.model))
@@ -176,6 +182,8 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
     wd = WorkDir(os.path.abspath(cfg.resolved_work_dir))
     done = wd.prepare(plan, resume=cfg.resume, overwrite=cfg.overwrite)
     handler = _setup_log(wd.log_path)
+    # parquet/hats are exported from the merged FITS VAC, which is kept in the work dir
+    vac_path = cfg.out if cfg.format == "fits" else os.path.join(wd.path, FITS_IN_WORK_DIR)
     try:
         log.info("stxcat %s annotate: %s", __version__, cfg.command or "(library call)")
         log.info("model %s sha256 %s on %s; %d partitions, %d files skipped at discovery",
@@ -218,12 +226,17 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
         # the devices the tasks actually used (several when a resumed run changed machines)
         device = "+".join(sorted({i.get("device", device) for i in infos})) or device
         provenance = part_mod.provenance(cfg, bundle, device, settings)
-        merged = vac_write.merge_parts([wd.part_path(p["index"]) for p in plan["partitions"]], cfg.out,
+        merged = vac_write.merge_parts([wd.part_path(p["index"]) for p in plan["partitions"]], vac_path,
                                        errors=errors, provenance=provenance, overwrite=True)
         summary = RunSummary(out=os.fspath(cfg.out), rows=merged.nrows, partitions=len(plan["partitions"]),
                              partitions_skipped=len(done), failed_files=[tuple(e) for e in merged.errors],
                              device=device)
-        _count(summary, cfg.out, bundle.label_names[0])
+        _count(summary, vac_path, bundle.label_names[0])
+        if cfg.format != "fits":
+            from catalog_tool.vac.export import export_vac
+
+            export_vac(vac_path, cfg.out, format=cfg.format, overwrite=True, progress=cfg.progress)
+            log.info("exported %s to %s as %s", vac_path, cfg.out, cfg.format)
         if cfg.per_pixel:
             out_dir = os.path.dirname(os.path.abspath(cfg.out))
             summary.per_pixel_files = len(vac_write.write_per_pixel(cfg.out, out_dir, overwrite=True))

@@ -84,3 +84,37 @@ def assert_tables_equal(a: np.ndarray, b: np.ndarray, *, skip=()) -> None:
             x = np.char.decode(x) if x.dtype.kind == "S" else x
             y = np.char.decode(y) if y.dtype.kind == "S" else y
         np.testing.assert_array_equal(x, y, err_msg=f"column {name}")
+
+
+def make_sky_columns(n: int, rng: np.random.Generator) -> dict:
+    """:func:`make_columns` with positions that make sense on the sky, for the Parquet/HATS tests.
+
+    Half the rows in three tight clusters (so cone searches select many rows and HATS splits them
+    into small partitions), half spread over the sphere; one target in ten repeated in a second
+    program at the same position; ``SOURCE_ROW`` unique; ``HEALPIX`` computed from the position (nside 64, NESTED).
+    """
+    import healpy
+
+    cols = make_columns(n, rng)
+    centres = np.array([[150.0, 2.0], [10.0, -30.0], [270.0, 66.0]])
+    k = rng.integers(0, 3, n)
+    ra = centres[k, 0] + rng.normal(0, 1.5, n) / np.cos(np.radians(centres[k, 1]))
+    dec = centres[k, 1] + rng.normal(0, 1.5, n)
+    spread = rng.random(n) < 0.5
+    ra[spread] = rng.uniform(0, 360, spread.sum())
+    dec[spread] = np.degrees(np.arcsin(rng.uniform(-1, 1, spread.sum())))
+    ra = np.mod(ra, 360)
+    dup = np.flatnonzero(rng.random(n) < 0.1)
+    dup = dup[dup + 1 < n]
+    for name in ("TARGETID", "SURVEY"):
+        cols[name][dup + 1] = cols[name][dup]
+    cols["PROGRAM"][dup + 1] = np.where(cols["PROGRAM"][dup] == "dark", "bright", "dark")
+    ra[dup + 1], dec[dup + 1] = ra[dup], dec[dup]
+    cols["TARGET_RA"], cols["TARGET_DEC"] = ra, dec
+    cols["HEALPIX"] = healpy.ang2pix(dm.HEALPIX_NSIDE, ra, dec, nest=True, lonlat=True).astype(np.int32)
+    cols["SOURCE_ROW"] = np.arange(n)  # a unique key of the row, to compare tables after a reorder
+    nan = rng.random(n) < 0.15  # not estimated
+    for label in dm.LABELS:
+        cols[label] = np.where(nan, np.nan, cols[label])
+        cols[f"{label}_ERR"] = np.where(nan, np.nan, cols[f"{label}_ERR"])
+    return cols
