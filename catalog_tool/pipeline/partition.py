@@ -57,21 +57,27 @@ def run_settings(cfg, bundle) -> dict:
     """The settings that determine the output (recorded in the plan; a change blocks resume)."""
     from catalog_tool.vac.flags import FlagThresholds
 
-    return {"grid": bundle.grid, "preprocess": bundle.preprocess,
-            "thresholds": FlagThresholds().to_dict(), "partition_size": cfg.partition_size}
+    from catalog_tool.models.calibration import is_calibrated, manifest_sha256
+
+    out = {"grid": bundle.grid, "preprocess": bundle.preprocess,
+           "thresholds": FlagThresholds().to_dict(), "partition_size": cfg.partition_size}
+    if is_calibrated(bundle.manifest):  # same weights, other values: a resume must not mix the two
+        out["calibrated_manifest"] = manifest_sha256(bundle.manifest)
+    return out
 
 
 def provenance(cfg, bundle, device: str):
     """VAC provenance of a run."""
     import datetime
 
+    from catalog_tool.models.calibration import vac_cards
     from catalog_tool.vac.write import Provenance
 
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     return Provenance(model_name=bundle.name, model_sha256=bundle.sha256,
                       command=cfg.command or "stxcat annotate (library call)",
                       input_release=" ".join(os.path.abspath(os.fspath(p)) for p in cfg.inputs),
-                      date=date, extra=(("DEVICE", device, "inference device"),))
+                      date=date, extra=(("DEVICE", device, "inference device"),) + vac_cards(bundle.manifest))
 
 
 def arms_needed(lo: float, hi: float) -> tuple[str, ...]:
