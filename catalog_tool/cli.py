@@ -258,11 +258,37 @@ def report(vac, out, truth, good_only):
 # ---------------------------------------------------------------------------------------------
 # pretrain, finetune, evaluate, models
 # ---------------------------------------------------------------------------------------------
+def _label_table_options(func):
+    """--labels and how to read it: shared by pretrain, finetune, evaluate and calibrate."""
+    opts = [
+        click.option("--labels", "labels_path", required=True, type=click.Path(dir_okay=False, path_type=str),
+                     help="Label table (FITS or CSV, e.g. an APOGEE allStar or GALAH allstar file), joined by "
+                          "TARGETID/OBSID or else by RA/DEC within 1 arcsec."),
+        click.option("--label-preset", type=click.Choice(["apogee", "galah"]), default=None,
+                     help="Column names of APOGEE DR17 allStar or GALAH DR4 allstar (labels, errors, id, RA/DEC, "
+                          "S/N)."),
+        click.option("--label-column", "label_columns", multiple=True, metavar="KEY=COLUMN",
+                     help="Which column gives a label, its error or a role (repeat): FEH=FE_H, FEH_ERR=FE_H_ERR, "
+                          "TARGETID=..., ID=..., RA=..., DEC=..., SNR=...; wins over the preset."),
+        click.option("--where", default=None, metavar="EXPR",
+                     help='Quality cut on table columns, e.g. "ASPCAPFLAG == 0 and SNR > 70" (comparisons, '
+                          "and/or/not, parentheses, & | for bit flags; never evaluated as code)."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _label_options(o: dict):
+    """The LabelOptions of the parsed --label-preset/--label-column/--where (removed from ``o``)."""
+    from catalog_tool.train.labels import LabelOptions
+
+    return LabelOptions.from_cli(preset=o.pop("label_preset"), columns=o.pop("label_columns"), where=o.pop("where"))
+
+
 def _train_options(func):
     """Options shared by pretrain and finetune (defaults: the paper's)."""
     opts = [
-        click.option("--labels", "labels_path", required=True, type=click.Path(dir_okay=False, path_type=str),
-                     help="Label table (FITS or CSV), joined by TARGETID/OBSID or else by RA/DEC within 1 arcsec."),
         click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=str),
                      help="Bundle folder to write (manifest.json, weights.safetensors, training_log.jsonl)."),
         click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True),
@@ -325,6 +351,8 @@ def _train_config(o: dict, *, freeze_bn: bool = False):
 
 def _report_trained(outcome) -> None:
     b = outcome.bundle
+    if outcome.label_summary:
+        click.echo(outcome.label_summary)
     click.echo(f"wrote bundle {b.path}: {b.ensemble_size} members, labels {', '.join(b.label_names)}, "
                f"method {b.method}, {outcome.n_spectra} spectra; log {outcome.log_path}")
     if outcome.failures:
@@ -346,6 +374,7 @@ def _report_trained(outcome) -> None:
 @click.option("--encoder", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Encoder bundle (stxcat pretrain-encoder): train the MLPs on its frozen embeddings instead "
                    "of on the spectra; the encoder is copied into the bundle and pinned by sha256.")
+@_label_table_options
 @_train_options
 @friendly_errors
 def pretrain(spectra, names, ensemble, heads, hidden, encoder, **o):
@@ -362,6 +391,7 @@ def pretrain(spectra, names, ensemble, heads, hidden, encoder, **o):
     except ValueError:
         raise ConfigError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
     _torch_threads(o.pop("threads"))
+    label_options = _label_options(o)
     if encoder is not None:
         from catalog_tool.train.encoder_commands import run_pretrain_embedding
 
@@ -370,11 +400,12 @@ def pretrain(spectra, names, ensemble, heads, hidden, encoder, **o):
         outcome = run_pretrain_embedding(spectra, encoder=encoder, labels_path=o["labels_path"], names=list(names),
                                          out=o["out"], config=_train_config(o), hidden=widths, heads=heads,
                                          ensemble=ensemble, cache=o["cache"], overwrite=o["overwrite"],
-                                         command=_command_line())
+                                         command=_command_line(), label_options=label_options)
         return _report_trained(outcome)
     outcome = run_pretrain(spectra, labels_path=o["labels_path"], names=list(names), out=o["out"],
                            config=_train_config(o), hidden=widths, heads=heads, ensemble=ensemble, cache=o["cache"],
-                           float16=o["float16"], overwrite=o["overwrite"], command=_command_line())
+                           float16=o["float16"], overwrite=o["overwrite"], command=_command_line(),
+                           label_options=label_options)
     _report_trained(outcome)
 
 
@@ -449,6 +480,7 @@ def pretrain_encoder_cmd(spectra, out, epochs, preset, width, layers, heads, con
 @click.option("--head-hidden", type=click.IntRange(min=1), default=32, show_default=True,
               help="Hidden width of the adapter's residual head.")
 @click.option("--freeze-bn", is_flag=True, help="full: keep the BatchNorm statistics fixed.")
+@_label_table_options
 @_train_options
 @friendly_errors
 def finetune(bundle, inputs, method, names, rank, alpha, head_hidden, freeze_bn, **o):
@@ -460,18 +492,18 @@ def finetune(bundle, inputs, method, names, rank, alpha, head_hidden, freeze_bn,
     from catalog_tool.train.commands import run_finetune
 
     _torch_threads(o.pop("threads"))
+    label_options = _label_options(o)
     outcome = run_finetune(bundle, inputs, labels_path=o["labels_path"], method=method, out=o["out"],
                            config=_train_config(o, freeze_bn=freeze_bn), names=list(names) or None, rank=rank,
                            alpha=alpha, head_hidden=head_hidden, cache=o["cache"], float16=o["float16"],
-                           overwrite=o["overwrite"], command=_command_line())
+                           overwrite=o["overwrite"], command=_command_line(), label_options=label_options)
     _report_trained(outcome)
 
 
 @main.command()
 @click.argument("bundle")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--labels", "labels_path", required=True, type=click.Path(dir_okay=False, path_type=str),
-              help="Reference label table (FITS or CSV), joined by TARGETID/OBSID or by RA/DEC.")
+@_label_table_options
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Folder for metrics.md, metrics.fits and the PNG plots (created if needed).")
 @click.option("--noise", type=click.Choice(["linear", "mc", "none"]), default="linear", show_default=True,
@@ -482,7 +514,7 @@ def finetune(bundle, inputs, method, names, rank, alpha, head_hidden, freeze_bn,
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Preprocessed-set cache (.npz): read if present, else written.")
 @friendly_errors
-def evaluate(bundle, inputs, labels_path, out, noise, device, batch_size, threads, cache):
+def evaluate(bundle, inputs, labels_path, out, noise, device, batch_size, threads, cache, **o):
     """Evaluate BUNDLE on labelled INPUTS: metrics, calibration and plots.
 
     Bias (mean residual), robust scatter (1.4826 x MAD), MAE, R^2 and N per label, overall and
@@ -493,11 +525,58 @@ def evaluate(bundle, inputs, labels_path, out, noise, device, batch_size, thread
 
     _torch_threads(threads)
     res = run_evaluate(bundle, inputs, labels_path=labels_path, out=out, device=device, batch_size=batch_size,
-                       noise=noise, cache=cache)
+                       noise=noise, cache=cache, label_options=_label_options(o))
+    click.echo(res["label_summary"])
     click.echo(res["markdown"])
     click.echo(f"wrote {len(res['files'])} files to {out}")
     if res["failures"]:
         click.echo(f"{len(res['failures'])} input file(s) could not be read", err=True)
+        sys.exit(EXIT_SOME_FILES_FAILED)
+
+
+@main.command()
+@click.argument("bundle")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
+@_label_table_options
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Calibrated bundle folder to write (the same weights, a manifest with the calibration).")
+@click.option("--label", "names", multiple=True,
+              help="Label to calibrate (repeat)  [default: every bundle label the table has].")
+@click.option("--trend", type=click.IntRange(0, 2), default=0, show_default=True,
+              help="Polynomial degree of the fitted bias in the reference label: 0 = zero point only, 1 = linear, "
+                   "2 = quadratic (held constant outside the fitted range).")
+@click.option("--replace", is_flag=True,
+              help="Calibrate an already calibrated bundle anew (from its raw predictions; never chained).")
+@click.option("--overwrite", is_flag=True, help="Replace a folder already at --out.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
+@click.option("--cache", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Preprocessed-set cache (.npz): read if present, else written.")
+@friendly_errors
+def calibrate(bundle, inputs, out, names, trend, replace, overwrite, device, batch_size, threads, cache, **o):
+    """Calibrate BUNDLE on the stars of INPUTS that the label table has (e.g. APOGEE, GALAH).
+
+    Fits per label the zero point (and with --trend a low-order trend) of predicted - reference
+    and the systematic error floor, and writes a new bundle with the same weights and a manifest
+    that records them; annotate, evaluate and the Python API then give calibrated values, and the
+    VAC header says so (CALIB, CALIBN, CALIBSHA). Needs max(20, 10 x (trend + 1)) stars per label.
+    """
+    from catalog_tool.train.calibrate import format_calibration, run_calibrate
+
+    _torch_threads(threads)
+    r = run_calibrate(bundle, inputs, labels_path=o["labels_path"], out=out, label_options=_label_options(o),
+                      names=list(names) or None, trend=trend, replace=replace, overwrite=overwrite, device=device,
+                      batch_size=batch_size, cache=cache, command=_command_line())
+    click.echo(r.label_summary)
+    units = {lab.name: lab.unit for lab in r.bundle.labels}
+    click.echo(format_calibration(r.calibration, units))
+    click.echo(f"wrote calibrated bundle {r.bundle.path} (weights sha256 {r.bundle.sha256[:16]}... unchanged) "
+               f"from {r.n_spectra} spectra in {r.seconds:.1f} s")
+    if r.failures:
+        click.echo(f"{len(r.failures)} input file(s) could not be read:", err=True)
+        for path, reason in r.failures[:5]:
+            click.echo(f"  {path}: {reason}", err=True)
         sys.exit(EXIT_SOME_FILES_FAILED)
 
 

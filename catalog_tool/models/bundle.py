@@ -32,6 +32,7 @@ from catalog_tool import __version__
 from catalog_tool.errors import BundleError, ConfigError
 from catalog_tool.io.atomic import atomic_write_bytes
 from catalog_tool.models.adapters import adapt_member, finetune_spec, merge_lora
+from catalog_tool.models.calibration import check_calibration
 from catalog_tool.models.mlp import HEADS, MLPConfig, build_member
 
 __all__ = [
@@ -416,7 +417,8 @@ def load_bundle(path_or_name: str | os.PathLike, *, grid=None, preprocess=None) 
     ------
     BundleError
         Missing files, unreadable or unknown-version manifest, weights whose sha256 differs from
-        the manifest's, missing/extra/misshapen tensors, or a grid/preprocessing mismatch.
+        the manifest's, missing/extra/misshapen tensors, a malformed ``calibration`` entry
+        (:func:`catalog_tool.models.calibration.check_calibration`), or a grid/preprocessing mismatch.
     """
     folder = find_bundle(path_or_name)
     manifest = read_manifest(folder)
@@ -426,7 +428,9 @@ def load_bundle(path_or_name: str | os.PathLike, *, grid=None, preprocess=None) 
         # Encoder and embedding-MLP bundles (docs/encoder.md) are verified by their own module.
         from catalog_tool.models.encoder_bundle import load_embedding_bundle
 
-        return load_embedding_bundle(folder, manifest, grid=grid, preprocess=preprocess)
+        bundle = load_embedding_bundle(folder, manifest, grid=grid, preprocess=preprocess)
+        check_calibration(manifest, str(mpath))
+        return bundle
     missing = [k for k in _REQUIRED_KEYS if k not in manifest]
     if missing:
         raise BundleError(f"{mpath} lacks the entries {missing}")
@@ -438,6 +442,7 @@ def load_bundle(path_or_name: str | os.PathLike, *, grid=None, preprocess=None) 
         raise BundleError(f"{mpath} lists no labels")
     for d in manifest["labels"]:
         LabelSpec.from_dict(d)
+    check_calibration(manifest, str(mpath))
     try:
         n_in = int(manifest["architecture"]["mlp"]["n_in"])
         npix = int(manifest["grid"]["npix"])

@@ -4,6 +4,11 @@ For each label the reported uncertainty is
 
     error = sqrt(ensemble_std**2 + noise_std**2 + floor**2)
 
+A calibrated bundle (``stxcat calibrate``; :mod:`catalog_tool.models.calibration`) has its values
+mapped onto the reference labels' scale, and ``ensemble_std`` and ``noise_std`` scaled by the
+local slope of that map, before the floor is added; ``predict(..., calibrated=False)`` gives the
+raw network values.
+
 ``floor`` is a per-label systematic term stored in the bundle's manifest
 (``manifest["uncertainty"]["floor"]``, label units; 0 when absent), fitted on validation stars
 so that (predicted - true) / error has unit robust scatter (see
@@ -37,6 +42,7 @@ import torch
 
 from catalog_tool.errors import ConfigError
 from catalog_tool.models.bundle import Bundle
+from catalog_tool.models.calibration import apply_calibration, is_calibrated
 from catalog_tool.models.folded import fold_members, noise_variance
 from catalog_tool.models.mlp import PerLabelStack
 
@@ -111,7 +117,7 @@ def _linear_noise_var(members, x: torch.Tensor, sigma2: torch.Tensor, n_labels: 
 
 def predict(bundle: Bundle, *, flux: np.ndarray, ivar: np.ndarray, device: str | torch.device = "cpu",
             batch_size: int = DEFAULT_BATCH_SIZE, noise: str = "linear", noise_members: int | None = 1,
-            mc_draws: int = 32, seed: int = 0) -> Prediction:
+            mc_draws: int = 32, seed: int = 0, calibrated: bool = True) -> Prediction:
     """Predict labels with uncertainties for normalised spectra on the bundle's grid.
 
     Parameters
@@ -134,6 +140,9 @@ def predict(bundle: Bundle, *, flux: np.ndarray, ivar: np.ndarray, device: str |
         Monte Carlo draws per spectrum (``mc`` only).
     seed : int
         Seed of the Monte Carlo draws.
+    calibrated : bool
+        Apply the bundle's calibration, if it has one (default). False: the networks' own values
+        (what ``stxcat calibrate`` fits against); the errors still include the floor.
 
     Returns
     -------
@@ -198,6 +207,11 @@ def predict(bundle: Bundle, *, flux: np.ndarray, ivar: np.ndarray, device: str |
             values[start:stop] = (mean * stds + means).cpu().numpy()
             ens_std[start:stop] = (spread * stds).cpu().numpy()
             noise_std[start:stop] = (nstd * stds).cpu().numpy()
+    if calibrated and is_calibrated(bundle.manifest):
+        cal, scale = apply_calibration(bundle.manifest, list(bundle.label_names), values)
+        values = cal.astype(np.float32)
+        ens_std = (ens_std * scale).astype(np.float32)
+        noise_std = (noise_std * scale).astype(np.float32)
     floor = error_floor(bundle)
     errors = np.sqrt(ens_std.astype(np.float64) ** 2 + noise_std.astype(np.float64) ** 2
                      + floor ** 2).astype(np.float32)

@@ -59,10 +59,14 @@ def run_settings(cfg, bundle) -> dict:
     The one place the flag thresholds of a run are chosen: the tasks and the merge read them back
     from here (see :func:`thresholds_of`).
     """
+    from catalog_tool.models.calibration import is_calibrated, manifest_sha256
     from catalog_tool.vac.flags import FlagThresholds
 
-    return {"grid": bundle.grid, "preprocess": bundle.preprocess,
-            "thresholds": FlagThresholds().to_dict(), "partition_size": cfg.partition_size}
+    out = {"grid": bundle.grid, "preprocess": bundle.preprocess,
+           "thresholds": FlagThresholds().to_dict(), "partition_size": cfg.partition_size}
+    if is_calibrated(bundle.manifest):  # same weights, other values: a resume must not mix the two
+        out["calibrated_manifest"] = manifest_sha256(bundle.manifest)
+    return out
 
 
 def thresholds_of(settings: dict):
@@ -76,6 +80,7 @@ def provenance(cfg, bundle, device: str, settings: dict):
     """VAC provenance of a run."""
     import datetime
 
+    from catalog_tool.models.calibration import vac_cards
     from catalog_tool.vac.write import Provenance
 
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
@@ -83,7 +88,7 @@ def provenance(cfg, bundle, device: str, settings: dict):
                       command=cfg.command or "stxcat annotate (library call)",
                       input_release=" ".join(os.path.abspath(os.fspath(p)) for p in cfg.inputs),
                       date=date, thresholds=thresholds_of(settings),
-                      extra=(("DEVICE", device, "inference device"),))
+                      extra=(("DEVICE", device, "inference device"),) + vac_cards(bundle.manifest))
 
 
 def arms_needed(lo: float, hi: float) -> tuple[str, ...]:

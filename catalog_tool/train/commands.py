@@ -31,6 +31,7 @@ class TrainOutcome:
     failures: list
     n_spectra: int
     log_path: str
+    label_summary: str = ""
 
 
 def _check_out(out, overwrite: bool) -> pathlib.Path:
@@ -46,9 +47,25 @@ def _check_out(out, overwrite: bool) -> pathlib.Path:
 
 
 def _summary(ls, *, inputs, labels_path) -> dict:
-    return {"inputs": [os.fspath(p) for p in inputs], "label_table": os.fspath(labels_path), "n_spectra": len(ls),
-            "surveys": sorted(set(np.asarray(ls.survey).tolist())),
-            "n_per_label": {k: int(np.isfinite(v).sum()) for k, v in ls.labels.items()}}
+    out = {"inputs": [os.fspath(p) for p in inputs], "label_table": os.fspath(labels_path), "n_spectra": len(ls),
+           "surveys": sorted(set(np.asarray(ls.survey).tolist())),
+           "n_per_label": {k: int(np.isfinite(v).sum()) for k, v in ls.labels.items()}}
+    r = ls.table_report
+    if r and (r.get("preset") or r.get("where") or r.get("duplicates")):
+        out["label_table_reading"] = {k: r[k] for k in ("preset", "where", "columns", "rows", "pass_where",
+                                                        "duplicates", "kept")}
+    return out
+
+
+def _label_names(labels_path, candidates, options, *, what: str) -> list[str]:
+    """The labels of ``candidates`` the table provides (refused when none)."""
+    from catalog_tool.train.labels import available_labels
+
+    names = available_labels(os.fspath(labels_path), candidates, options)
+    if not names:
+        raise ConfigError(f"label table {labels_path} has none of the {what} labels {list(candidates)} "
+                          "(name columns with --label-column, or use --label-preset)")
+    return names
 
 
 def _save_with_floor(ens, out, *, ls, config: TrainConfig, grid, preprocess, provenance, float16: bool):
@@ -77,7 +94,7 @@ def _save_with_floor(ens, out, *, ls, config: TrainConfig, grid, preprocess, pro
 
 def run_pretrain(inputs, *, labels_path, names: list[str], out, config: TrainConfig, hidden=(1024, 512, 64),
                  heads: str = "per-label", ensemble: int = 5, cache=None, float16: bool = False,
-                 overwrite: bool = False, command: str = "stxcat pretrain") -> TrainOutcome:
+                 overwrite: bool = False, command: str = "stxcat pretrain", label_options=None) -> TrainOutcome:
     """Read and preprocess labelled spectra, pre-train an ensemble, write it as bundle ``out``."""
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
@@ -89,36 +106,34 @@ def run_pretrain(inputs, *, labels_path, names: list[str], out, config: TrainCon
     out = _check_out(out, overwrite)
     grid, settings = ModelGrid(), PreprocessSettings()
     ls, failures = load_labelled(list(inputs), labels_path=labels_path, names=names, grid=grid, settings=settings,
-                                 cache=cache)
+                                 cache=cache, options=label_options)
     ens = pretrain(flux=ls.flux, labels=ls.labels, names=names, hidden=hidden, heads=heads, ensemble=ensemble,
                    config=config, log_path=out / "training_log.jsonl")
     prov = make_provenance(command=command, seed=config.seed,
                            training_data=_summary(ls, inputs=inputs, labels_path=labels_path))
     bundle = _save_with_floor(ens, out, ls=ls, config=config, grid=grid, preprocess=settings, provenance=prov,
                               float16=float16)
-    return TrainOutcome(bundle=bundle, failures=failures, n_spectra=len(ls), log_path=os.fspath(out / "training_log.jsonl"))
+    return TrainOutcome(bundle=bundle, failures=failures, n_spectra=len(ls), log_path=os.fspath(out / "training_log.jsonl"),
+                        label_summary=ls.summary())
 
 
 def run_finetune(bundle_ref, inputs, *, labels_path, method: str, out, config: TrainConfig,
                  names: list[str] | None = None, rank: int = 8, alpha: float = 16.0, head_hidden: int = 32,
                  cache=None, float16: bool = False, overwrite: bool = False,
-                 command: str = "stxcat finetune") -> TrainOutcome:
+                 command: str = "stxcat finetune", label_options=None) -> TrainOutcome:
     """Fine-tune bundle ``bundle_ref`` on labelled spectra with ``method``; write bundle ``out``."""
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.train.data import load_labelled, read_label_table
+    from catalog_tool.train.data import load_labelled
     from catalog_tool.train.finetune import finetune
 
     base = load_bundle(bundle_ref)
     if names is None:  # every label of the bundle that the table has
-        cols = read_label_table(os.fspath(labels_path))
-        names = [n for n in base.label_names if n.upper() in cols]
-        if not names:
-            raise ConfigError(f"label table {labels_path} has none of the bundle's labels {base.label_names}")
+        names = _label_names(labels_path, base.label_names, label_options, what="bundle's")
     out = _check_out(out, overwrite)
     grid, settings = ModelGrid.from_dict(base.grid), PreprocessSettings.from_dict(base.preprocess)
     ls, failures = load_labelled(list(inputs), labels_path=labels_path, names=names, grid=grid, settings=settings,
-                                 cache=cache)
+                                 cache=cache, options=label_options)
     ens = finetune(base, flux=ls.flux, labels=ls.labels, method=method, config=config, rank=rank, alpha=alpha,
                    head_hidden=head_hidden, log_path=out / "training_log.jsonl")
     prov = make_provenance(command=command, seed=config.seed,
@@ -127,7 +142,8 @@ def run_finetune(bundle_ref, inputs, *, labels_path, method: str, out, config: T
                                                      "training_data": base.manifest["provenance"].get("training_data")}})
     bundle = _save_with_floor(ens, out, ls=ls, config=config, grid=base.grid, preprocess=base.preprocess,
                               provenance=prov, float16=float16)
-    return TrainOutcome(bundle=bundle, failures=failures, n_spectra=len(ls), log_path=os.fspath(out / "training_log.jsonl"))
+    return TrainOutcome(bundle=bundle, failures=failures, n_spectra=len(ls), log_path=os.fspath(out / "training_log.jsonl"),
+                        label_summary=ls.summary())
 
 
 def _plots(out: pathlib.Path, *, names, pred, err, true, feh, snr) -> list[str]:
@@ -167,7 +183,7 @@ def _plots(out: pathlib.Path, *, names, pred, err, true, feh, snr) -> list[str]:
 
 
 def run_evaluate(bundle_ref, inputs, *, labels_path, out, device: str = "auto", batch_size: int = 1024,
-                 noise: str = "linear", cache=None) -> dict:
+                 noise: str = "linear", cache=None, label_options=None) -> dict:
     """Predict labelled spectra with a bundle and write metrics (Markdown, FITS) and plots to ``out``.
 
     Returns a dict with ``metrics`` and ``calibration`` rows, the written ``files`` and ``failures``.
@@ -177,19 +193,20 @@ def run_evaluate(bundle_ref, inputs, *, labels_path, out, device: str = "auto", 
     from catalog_tool.models.infer import predict
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.train.data import load_labelled, read_label_table
+    from catalog_tool.train.data import load_labelled
     from catalog_tool.train.evaluate import calibration_table, format_markdown, metrics_table
+    from catalog_tool.train.labels import available_labels
 
     bundle = load_bundle(bundle_ref)
-    cols = read_label_table(os.fspath(labels_path))
-    names = [n for n in bundle.label_names if n.upper() in cols]
-    if not names:
-        raise ConfigError(f"label table {labels_path} has none of the bundle's labels {bundle.label_names}")
+    cal = bundle.manifest.get("calibration")
+    names = _label_names(labels_path, bundle.label_names, label_options, what="bundle's")
     # FEH is read even for a bundle that does not predict it: the metrics split on it.
-    load_names = names + (["FEH"] if "FEH" in cols and "FEH" not in names else [])
+    has_feh = "FEH" not in names and available_labels(os.fspath(labels_path), ["FEH"], label_options)
+    load_names = names + (["FEH"] if has_feh else [])
     ls, failures = load_labelled(list(inputs), labels_path=labels_path, names=load_names,
                                  grid=ModelGrid.from_dict(bundle.grid),
-                                 settings=PreprocessSettings.from_dict(bundle.preprocess), cache=cache)
+                                 settings=PreprocessSettings.from_dict(bundle.preprocess), cache=cache,
+                                 options=label_options)
     pred = predict(bundle, flux=ls.flux, ivar=ls.ivar, device=device, batch_size=batch_size, noise=noise)
     idx = [bundle.label_names.index(n) for n in names]
     p, e = pred.values[:, idx], pred.errors[:, idx]
@@ -202,7 +219,9 @@ def run_evaluate(bundle_ref, inputs, *, labels_path, out, device: str = "auto", 
     md = out / "metrics.md"
     md.write_text(
         f"# Evaluation of {bundle.name} (sha256 {bundle.sha256[:12]})\n\n"
-        f"{len(ls)} labelled spectra from {', '.join(map(os.fspath, inputs))}; noise propagation: {noise}.\n"
+        + (f"Values calibrated against {cal['table'].get('name')} ({', '.join(cal['labels'])}; {cal.get('date')}): "
+           "stars of that overlap measure the calibration's fit, not its accuracy.\n\n" if cal else "")
+        + f"{len(ls)} labelled spectra from {', '.join(map(os.fspath, inputs))}; noise propagation: {noise}.\n"
         "bias = mean(predicted - reference); scatter = 1.4826 x MAD of the residuals; "
         "split at reference [Fe/H] = -1" + ("" if feh is not None else " (not possible: no FEH reference)") + ".\n\n"
         + format_markdown(rows, columns=["label", "subset", "n", "bias", "scatter", "mae", "r2"])
@@ -214,6 +233,7 @@ def run_evaluate(bundle_ref, inputs, *, labels_path, out, device: str = "auto", 
     t.meta["EXTNAME"] = "METRICS"
     t.meta["MODEL"] = bundle.name
     t.meta["MODELSHA"] = bundle.sha256
+    t.meta["CALIB"] = bool(cal)
     c = Table(rows=[[r[k] for k in ("label", "snr_lo", "snr_hi", "n", "z_scatter", "z_std", "median_err")] for r in calib],
               names=("LABEL", "SNR_LO", "SNR_HI", "N", "Z_SCATTER", "Z_STD", "MEDIAN_ERR"))
     c.meta["EXTNAME"] = "CALIBRATION"
@@ -224,7 +244,7 @@ def run_evaluate(bundle_ref, inputs, *, labels_path, out, device: str = "auto", 
     plots = _plots(out, names=names, pred=p, err=e, true=true,
                    feh=feh if feh is not None else np.full(len(ls), np.nan), snr=ls.snr)
     return {"metrics": rows, "calibration": calib, "files": [os.fspath(md), os.fspath(fits_path), *plots],
-            "failures": failures, "n_spectra": len(ls), "markdown": md.read_text()}
+            "failures": failures, "n_spectra": len(ls), "markdown": md.read_text(), "label_summary": ls.summary()}
 
 
 def describe_bundles(refs=()) -> list[dict]:
@@ -250,8 +270,18 @@ def describe_bundles(refs=()) -> list[dict]:
                     "method": arch.get("finetune", {}).get("method"), "npix": b.n_in,
                     "weights": f"{m['weights']['dtype']}, {m['weights']['nbytes'] / 1e6:.1f} MB",
                     "sha256": b.sha256, "date": m["provenance"].get("date"),
-                    "stxcat_version": m["provenance"].get("stxcat_version")})
+                    "stxcat_version": m["provenance"].get("stxcat_version"),
+                    "calibration": _calibration_facts(m.get("calibration"))})
     return out
+
+
+def _calibration_facts(c: dict | None) -> dict | None:
+    if not c:
+        return None
+    return {"table": c["table"].get("name"), "table_sha256": c["table"]["sha256"], "date": c.get("date"),
+            "n_spectra": c.get("n_spectra"), "degree": {k: e["degree"] for k, e in c["labels"].items()},
+            "n": {k: e["n"] for k, e in c["labels"].items()},
+            "coef": {k: e["coef"] for k, e in c["labels"].items()}}
 
 
 def format_bundles(rows: list[dict]) -> str:
@@ -270,6 +300,12 @@ def format_bundles(rows: list[dict]) -> str:
                      f"input {r['npix']} px, fine-tuning: {r['method']}")
         lines.append(f"  weights  {r['weights']}, sha256 {r['sha256'][:16]}...")
         lines.append(f"  made     {r['date']} with stxcat {r['stxcat_version']}")
+        c = r.get("calibration")
+        if not c:
+            lines.append("  calib    none")
+        else:
+            labels = ", ".join(f"{k} (trend {v}, {c['n'][k]} stars)" for k, v in c["degree"].items())
+            lines.append(f"  calib    {labels} against {c['table']} (sha256 {c['table_sha256'][:12]}...), {c['date']}")
     return "\n".join(lines)
 
 

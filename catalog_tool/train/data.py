@@ -3,8 +3,9 @@
 :func:`load_labelled` reads any inputs ``stxcat annotate`` reads (DESI release trees, LAMOST
 folders, single files), keeps the targets that appear in a label table, preprocesses them with
 the model's grid and settings, and returns arrays ready for training. The label table is FITS or
-CSV, joined by ``TARGETID`` (DESI; LAMOST ``OBSID`` is the TARGETID) — or, when the table has no id
-column, by sky position (``RA``/``DEC`` or ``TARGET_RA``/``TARGET_DEC``, within 1 arcsec).
+CSV, read by :func:`catalog_tool.train.labels.read_labels` (column map, presets for APOGEE and
+GALAH, ``--where`` cuts, missing values, duplicates), and joined by ``TARGETID`` (DESI; LAMOST
+``OBSID`` is the TARGETID) -- or, when the table has no id column, by sky position (within 1 arcsec).
 
 The result can be cached to an ``.npz`` (no pickle) so a training run preprocesses its spectra once.
 """
@@ -12,19 +13,20 @@ The result can be cached to an ``.npz`` (no pickle) so a training run preprocess
 from __future__ import annotations
 
 import csv
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from catalog_tool.errors import ConfigError, InputFileError
+from catalog_tool.train.labels import MATCH_ARCSEC, LabelOptions, LabelTable, describe, read_labels
 
 __all__ = ["LabelledSet", "read_label_table", "load_labelled", "LABEL_UNITS"]
 
 #: Units of the labels stxcat knows (others are taken as dimensionless).
 LABEL_UNITS = {"FEH": "dex", "ALPHAFE": "dex", "TEFF": "K", "LOGG": "dex"}
 _ID_COLUMNS = ("TARGETID", "OBSID")
-_MATCH_ARCSEC = 1.0
 
 
 @dataclass
@@ -38,6 +40,8 @@ class LabelledSet:
     snr: np.ndarray           # (N,) float32, median S/N on the grid
     survey: np.ndarray        # (N,) str
     key: str = ""             # what the set was made from (see _cache_key)
+    errors: dict = field(default_factory=dict)   # name -> (N,) reference-label errors (NaN unknown)
+    table_report: dict = field(default_factory=dict)  # LabelTable.report of the label table
 
     def __len__(self) -> int:
         return len(self.targetid)
@@ -45,14 +49,23 @@ class LabelledSet:
     def save(self, path: str) -> None:
         np.savez(path, flux=self.flux, ivar=self.ivar, targetid=self.targetid, snr=self.snr,
                  survey=self.survey.astype("U16"), key=np.array(self.key),
-                 **{f"label_{k}": v for k, v in self.labels.items()})
+                 table_report=np.array(json.dumps(self.table_report)),
+                 **{f"label_{k}": v for k, v in self.labels.items()},
+                 **{f"labelerr_{k}": v for k, v in self.errors.items()})
 
     @classmethod
     def load(cls, path: str) -> "LabelledSet":
         with np.load(path, allow_pickle=False) as z:
             labels = {k[6:]: z[k] for k in z.files if k.startswith("label_")}
+            errors = {k[9:]: z[k] for k in z.files if k.startswith("labelerr_")}
+            report = json.loads(str(z["table_report"])) if "table_report" in z.files else {}
             return cls(flux=z["flux"], ivar=z["ivar"], labels=labels, targetid=z["targetid"],
-                       snr=z["snr"], survey=z["survey"], key=str(z["key"]) if "key" in z.files else "")
+                       snr=z["snr"], survey=z["survey"], key=str(z["key"]) if "key" in z.files else "",
+                       errors=errors, table_report=report)
+
+    def summary(self) -> str:
+        """One line on the label table (rows, cuts, duplicates) and the spectra matched to it."""
+        return describe(self.table_report, len(self)) if self.table_report else f"{len(self)} labelled spectra"
 
 
 def read_label_table(path: str) -> dict:
@@ -87,34 +100,32 @@ def read_label_table(path: str) -> dict:
     raise InputFileError(path, "label table has no table HDU")
 
 
-def _match_rows(table: dict, meta: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (rows of meta, rows of table) of matched targets."""
-    for col in _ID_COLUMNS:
-        if col in table:
-            tid = np.asarray(table[col]).astype(np.int64)
-            order = np.argsort(tid, kind="stable")
-            pos = np.searchsorted(tid[order], meta["TARGETID"])
-            pos = np.clip(pos, 0, len(tid) - 1)
-            hit = tid[order][pos] == meta["TARGETID"]
-            return np.flatnonzero(hit), order[pos[hit]]
-    for ra_c, dec_c in (("RA", "DEC"), ("TARGET_RA", "TARGET_DEC")):
-        if ra_c in table and dec_c in table:
-            from astropy.coordinates import SkyCoord
-            import astropy.units as u
+def _match_rows(table: LabelTable, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rows of meta, rows of table) of matched targets: by id when the table has one, else
+    by position (the nearest table star within 1 arcsec)."""
+    if table.targetid is not None:
+        tid = table.targetid
+        order = np.argsort(tid, kind="stable")
+        pos = np.searchsorted(tid[order], meta["TARGETID"])
+        pos = np.clip(pos, 0, len(tid) - 1)
+        hit = tid[order][pos] == meta["TARGETID"]
+        return np.flatnonzero(hit), order[pos[hit]]
+    from astropy.coordinates import SkyCoord
+    import astropy.units as u
 
-            a = SkyCoord(meta["TARGET_RA"] * u.deg, meta["TARGET_DEC"] * u.deg)
-            b = SkyCoord(np.asarray(table[ra_c], float) * u.deg, np.asarray(table[dec_c], float) * u.deg)
-            idx, sep, _ = a.match_to_catalog_sky(b)
-            hit = sep.arcsec < _MATCH_ARCSEC
-            return np.flatnonzero(hit), idx[hit]
-    raise ConfigError("label table has no TARGETID/OBSID column and no RA/DEC to match on")
+    ok = np.flatnonzero(np.isfinite(table.ra) & np.isfinite(table.dec))
+    a = SkyCoord(np.asarray(meta["TARGET_RA"], float) * u.deg, np.asarray(meta["TARGET_DEC"], float) * u.deg)
+    b = SkyCoord(table.ra[ok] * u.deg, table.dec[ok] * u.deg)
+    idx, sep, _ = a.match_to_catalog_sky(b)
+    hit = sep.arcsec < MATCH_ARCSEC
+    return np.flatnonzero(hit), ok[idx[hit]]
 
 
-def _cache_key(inputs, *, labels_path: str, names, grid, settings) -> str:
+def _cache_key(inputs, *, labels_path: str, names, grid, settings, options: LabelOptions) -> str:
     """sha256 of everything a labelled set depends on: input files (path, size, mtime), the label
-    table (path, size, mtime), the label names, the grid and the preprocessing settings."""
+    table (path, size, mtime), the label names, how the table is read (preset, column map, cuts),
+    the grid and the preprocessing settings."""
     import hashlib
-    import json
 
     from catalog_tool.io.release import FITS_SUFFIXES
 
@@ -127,12 +138,16 @@ def _cache_key(inputs, *, labels_path: str, names, grid, settings) -> str:
         else:
             files.append(path)
     stat = [[f, os.path.getsize(f), int(os.path.getmtime(f))] for f in files + [labels_path] if os.path.exists(f)]
-    blob = json.dumps([stat, list(names), grid.to_dict(), settings.to_dict()], sort_keys=True, default=str)
+    parts = [stat, list(names), grid.to_dict(), settings.to_dict()]
+    if not options.is_default:  # default reading keeps the keys of caches made before options existed
+        parts.append(options.to_dict())
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def load_labelled(inputs, *, labels_path: str, names: list[str], grid, settings,
-                  cache: str | None = None) -> tuple[LabelledSet, list[tuple[str, str]]]:
+                  cache: str | None = None, options: LabelOptions | None = None
+                  ) -> tuple[LabelledSet, list[tuple[str, str]]]:
     """Read, match and preprocess labelled spectra.
 
     Parameters
@@ -142,10 +157,12 @@ def load_labelled(inputs, *, labels_path: str, names: list[str], grid, settings,
     labels_path : str
         FITS or CSV label table.
     names : list of str
-        Label columns to take (e.g. ``["FEH", "ALPHAFE"]``); missing values become NaN.
+        Labels to take (e.g. ``["FEH", "ALPHAFE"]``); missing values become NaN.
     grid, settings : ModelGrid, PreprocessSettings
     cache : str, optional
         ``.npz`` path: loaded if it exists, written otherwise.
+    options : LabelOptions, optional
+        How to read the table (preset, column map, ``--where``); see :mod:`catalog_tool.train.labels`.
 
     Returns
     -------
@@ -155,17 +172,18 @@ def load_labelled(inputs, *, labels_path: str, names: list[str], grid, settings,
     from catalog_tool.io import desi, lamost, release
     from catalog_tool.preprocess.chain import preprocess_batch
 
-    key = _cache_key(inputs, labels_path=labels_path, names=names, grid=grid, settings=settings)
+    options = options or LabelOptions()
+    key = _cache_key(inputs, labels_path=labels_path, names=names, grid=grid, settings=settings, options=options)
     if cache and os.path.exists(cache):
         cached = LabelledSet.load(cache)
         if cached.key != key:
             raise ConfigError(f"cache {cache} was made from other inputs, labels or preprocessing; "
                               f"delete it or give another --cache file")
         return cached, []
-    table = read_label_table(labels_path)
-    missing = [n for n in names if n.upper() not in table]
-    if missing:
-        raise ConfigError(f"label table {labels_path} has no column(s) {', '.join(missing)}")
+    try:
+        table = read_labels(labels_path, names=names, options=options)
+    except ConfigError as exc:
+        raise ConfigError(f"label table {labels_path}: {exc}") from None
     idx = release.discover(inputs)
     failures = list(idx.skipped)
     batches = []
@@ -183,14 +201,9 @@ def load_labelled(inputs, *, labels_path: str, names: list[str], grid, settings,
             batches.append(b)
     flux, ivar, tids, snr, survey = [], [], [], [], []
     labels = {n: [] for n in names}
+    errors = {n: [] for n in names if n.upper() in table.errors}
     for batch in batches:
-        rows, trow = _match_rows(table, batch.meta)
-        if not len(rows):
-            continue
-        has_label = np.zeros(len(rows), bool)
-        for n in names:
-            has_label |= np.isfinite(np.asarray(table[n.upper()], np.float64)[trow])
-        rows, trow = rows[has_label], trow[has_label]
+        rows, trow = _match_rows(table, batch.meta) if len(table) else (np.zeros(0, int), np.zeros(0, int))
         if not len(rows):
             continue
         sub = batch.take(rows)
@@ -202,13 +215,17 @@ def load_labelled(inputs, *, labels_path: str, names: list[str], grid, settings,
         snr.append(pre.diagnostics["SNR_MEDIAN"][ok])
         survey.append(np.asarray(sub.meta["SURVEY"]).astype("U16")[ok])
         for n in names:
-            labels[n].append(np.asarray(table[n.upper()], np.float64)[trow][ok])
+            labels[n].append(table.labels[n.upper()][trow][ok])
+        for n in errors:
+            errors[n].append(table.errors[n.upper()][trow][ok])
     if not flux:
-        raise ConfigError(f"no spectrum in {', '.join(map(str, inputs))} matches the label table {labels_path}")
+        raise ConfigError(f"no spectrum in {', '.join(map(str, inputs))} matches the label table {labels_path} "
+                          f"({table.summary()})")
     out = LabelledSet(flux=np.concatenate(flux), ivar=np.concatenate(ivar),
                       labels={n: np.concatenate(v) for n, v in labels.items()},
                       targetid=np.concatenate(tids), snr=np.concatenate(snr),
-                      survey=np.concatenate(survey), key=key)
+                      survey=np.concatenate(survey), key=key,
+                      errors={n: np.concatenate(v) for n, v in errors.items()}, table_report=table.report)
     if cache:
         out.save(cache)
     return out, failures

@@ -121,7 +121,7 @@ def run_pretrain_encoder(inputs, *, out, config, encoder_config: dict | None = N
 
 def run_pretrain_embedding(inputs, *, encoder, labels_path, names: list[str], out, config, hidden=(1024, 512, 64),
                            heads: str = "per-label", ensemble: int = 5, cache=None, overwrite: bool = False,
-                           command: str = "stxcat pretrain --encoder"):
+                           command: str = "stxcat pretrain --encoder", label_options=None):
     """Like :func:`catalog_tool.train.commands.run_pretrain`, with heads on ``encoder``'s frozen embeddings."""
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
@@ -135,10 +135,11 @@ def run_pretrain_embedding(inputs, *, encoder, labels_path, names: list[str], ou
     out = _check_out(out, overwrite)
     grid, settings = ModelGrid.from_dict(enc.grid), PreprocessSettings.from_dict(enc.preprocess)
     ls, failures = load_labelled(list(inputs), labels_path=labels_path, names=names, grid=grid, settings=settings,
-                                 cache=cache)
+                                 cache=cache, options=label_options)
     trained = pretrain_embedding(flux=ls.flux, labels=ls.labels, names=names, encoder=enc, hidden=hidden, heads=heads,
                                  ensemble=ensemble, config=config, log_path=out / "training_log.jsonl")
     prov = make_provenance(command=command, seed=config.seed,
                            training_data=_summary(ls, inputs=inputs, labels_path=labels_path))
     bundle = trained.save(out, provenance=prov, overwrite=True)
-    return TrainOutcome(bundle=bundle, failures=failures, n_spectra=len(ls), log_path=os.fspath(out / "training_log.jsonl"))
+    return TrainOutcome(bundle=bundle, failures=failures, n_spectra=len(ls), log_path=os.fspath(out / "training_log.jsonl"),
+                        label_summary=ls.summary())
