@@ -10,7 +10,7 @@ import torch
 from catalog_tool.errors import ConfigError
 from catalog_tool.threads import ScopedSetting
 
-__all__ = ["torch_threads"]
+__all__ = ["torch_threads", "follow_torch_threads"]
 
 
 def _set(n) -> Callable[[], None]:
@@ -44,3 +44,14 @@ def torch_threads(n: int | None) -> contextlib.AbstractContextManager:
     if int(n) < 1:
         raise ConfigError(f"--threads must be >= 1, got {n}")
     return _torch(int(n))
+
+
+def follow_torch_threads() -> None:
+    """Make the calling thread run torch's CPU kernels on torch's current thread count.
+
+    OpenMP keeps the thread count per thread: a thread started after ``torch.set_num_threads(1)``
+    still has the machine's core count, so its matrix products ran multi-threaded (slower beside
+    other busy threads, measured) and rounded differently from the same products elsewhere. Call
+    this first in every thread that runs torch (the pipeline's worker threads do).
+    """
+    torch.set_num_threads(torch.get_num_threads())
