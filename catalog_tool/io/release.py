@@ -393,6 +393,8 @@ def plan_to_dict(index: ReleaseIndex, parts: Sequence[Partition]) -> dict:
 
 
 def _size(nbytes: int) -> str:
+    if nbytes <= 0:  # not measured (a plan from a survey catalogue does not stat the files)
+        return "-"
     if nbytes < 1024:
         return f"{nbytes} B"
     exp = min(int(math.log(nbytes, 1024)), 5)

@@ -20,27 +20,50 @@ def _file_record(path: str) -> list:
     return [os.path.abspath(path), st.st_size, int(st.st_mtime)]
 
 
-def make_plan(inputs, *, partition_size: int, model_name: str, model_sha256: str, settings: dict) -> tuple[dict, "release.ReleaseIndex"]:
+def _file_dict(e) -> dict:
+    d = {"path": e.path, "kind": e.kind, "survey": e.survey, "program": e.program,
+         "healpix": int(e.healpix), "nspec": int(e.nspec)}
+    if getattr(e, "row", None) is not None:  # a catalogue row whose file is missing: a flagged VAC row
+        d.update(missing=True, obsid=int(e.obsid), ra=float(e.ra), dec=float(e.dec), catalog_row=int(e.row))
+    return d
+
+
+def make_plan(inputs, *, partition_size: int, model_name: str, model_sha256: str, settings: dict,
+              catalog: str | None = None) -> tuple[dict, "release.ReleaseIndex"]:
     """Discover ``inputs`` and group them into partitions.
+
+    With ``catalog`` (a LAMOST survey catalogue) the files are planned from the catalogue's rows
+    without opening any (:func:`catalog_tool.io.lamost_catalog.discover_with_catalog`): rows whose
+    file is missing are planned too (``missing: true`` file records, flagged rows in the VAC), and
+    the fingerprint is that of the catalogue file and the planned paths (no file is ``stat``-ed).
 
     Returns
     -------
     plan : dict
         ``partitions`` (list of {index, pixels, files, nspec}), ``skipped`` (list of
-        [path, reason]), ``fingerprint``, ``model`` and ``settings``.
+        [path, reason]), ``fingerprint``, ``model`` and ``settings``; ``catalog`` when planned
+        from one (its path, rows, found, missing and the unlisted files).
     index : ReleaseIndex
         The discovered files (for the log and the summary).
     """
-    idx = release.discover(inputs)
-    parts = release.partition(idx.entries, target_spectra=partition_size)
+    if catalog:
+        from catalog_tool.io.lamost_catalog import discover_with_catalog
+
+        idx = discover_with_catalog(inputs, catalog)
+        planned = idx.entries + idx.missing
+    else:
+        idx = release.discover(inputs)
+        planned = idx.entries
+    parts = release.partition(planned, target_spectra=partition_size)
     partitions = [
-        {"index": i, "pixels": [int(p) for p in part.pixels],
-         "files": [{"path": e.path, "kind": e.kind, "survey": e.survey, "program": e.program,
-                    "healpix": int(e.healpix), "nspec": int(e.nspec)} for e in part.files],
+        {"index": i, "pixels": [int(p) for p in part.pixels], "files": [_file_dict(e) for e in part.files],
          "nspec": int(part.nspec)}
         for i, part in enumerate(parts)
     ]
-    records = [_file_record(f["path"]) for p in partitions for f in p["files"]]
+    if catalog:
+        records = [_file_record(idx.catalog), [[f["path"] for f in p["files"]] for p in partitions]]
+    else:
+        records = [_file_record(f["path"]) for p in partitions for f in p["files"]]
     fingerprint = hashlib.sha256(json.dumps([records, partition_size]).encode()).hexdigest()
     plan = {
         "partitions": partitions,
@@ -49,4 +72,6 @@ def make_plan(inputs, *, partition_size: int, model_name: str, model_sha256: str
         "model": {"name": model_name, "sha256": model_sha256},
         "settings": settings,
     }
+    if catalog:
+        plan["catalog"] = idx.summary()
     return plan, idx

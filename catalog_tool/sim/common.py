@@ -209,10 +209,15 @@ def source_flux(*, star: np.ndarray, galaxy: np.ndarray, qso: np.ndarray, labels
     return flux
 
 
-def write_truth(path: str, columns: dict, *, header: dict, extname: str = "TRUTH") -> None:
-    """Write a table (the truth table: EXTNAME ``TRUTH``) atomically, with units on the physical columns."""
+def write_truth(path: str, columns: dict, *, header: dict, extname: str = "TRUTH",
+                units: dict | None = None) -> None:
+    """Write a table (the truth table: EXTNAME ``TRUTH``) atomically, with units on the physical columns.
+
+    ``units`` adds or overrides units by column name.
+    """
     units = {"TEFF": "K", "RV": "km/s",
-             "TARGET_RA": "deg", "TARGET_DEC": "deg", "RA": "deg", "DEC": "deg", "MAG_R": "mag"}
+             "TARGET_RA": "deg", "TARGET_DEC": "deg", "RA": "deg", "DEC": "deg", "MAG_R": "mag",
+             **(units or {})}
     names = list(columns)
     data = np.zeros(len(columns[names[0]]), dtype=[(c, np.asarray(columns[c]).dtype) for c in names])
     for c in names:

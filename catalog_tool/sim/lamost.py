@@ -10,7 +10,9 @@ Three layouts, as the real releases have them (see ``../shared/realdata/lamost``
   ANDMASK, ORMASK, NORMALIZATION vectors of 3909 float32.
 
 Files go to ``OUT/spectra/{PLANID}/spec-{LMJD}-{PLANID}_sp{SPID:02d}-{FIBERID:03d}.fits[.gz]``, with a
-catalogue ``OUT/catalog-lamost.fits`` of all files and the truth table ``OUT/truth-lamost.fits``.
+catalogue ``OUT/catalog-lamost.fits`` of all files in the form of the LAMOST LRS General Catalogue
+(its column names and types, :data:`GENERAL_CATALOG_COLUMNS`; ``stxcat annotate --catalog`` plans
+from it) and the truth table ``OUT/truth-lamost.fits``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from catalog_tool.sim.common import (
 from catalog_tool.sim.templates import stellar_class
 from catalog_tool.threads import single_thread_blas
 
-__all__ = ["simulate_lamost", "LAYOUTS", "TRUTH_NAME", "CATALOG_NAME"]
+__all__ = ["simulate_lamost", "general_catalog", "GENERAL_CATALOG_COLUMNS", "LAYOUTS", "TRUTH_NAME",
+           "CATALOG_NAME"]
 
 LAYOUTS = ("dr1", "dr7", "dr10")
 TRUTH_NAME = "truth-lamost.fits"
@@ -186,6 +189,48 @@ def _write_file(path: str, layout: str, npix: int, spec: dict, j: int, header: l
                 fits[0].write_key("EXTNAME", "Flux", comment="The extension name")
 
 
+#: Columns of the LAMOST LRS General Catalogue (DR10 v2.0, ``dr10_v2.0_LRS_catalogue.fits``): the
+#: real lower-case names, in the real order, with the FITS types of the LAMOST database schema
+#: (bigint -> int64, int -> int32, smallint -> int16, numeric -> float64 or float32 for S/N and
+#: offsets_v, varchar(n) -> n characters). Columns the simulation knows nothing of are null as in
+#: the real catalogue (-9999, or blank text).
+GENERAL_CATALOG_COLUMNS = (
+    ("obsid", "i8"), ("uid", "S32"), ("gp_id", "i8"), ("designation", "S19"), ("obsdate", "S10"),
+    ("lmjd", "i4"), ("mjd", "i4"), ("planid", "S40"), ("spid", "i4"), ("fiberid", "i4"),
+    ("ra_obs", "f8"), ("dec_obs", "f8"), ("snru", "f4"), ("snrg", "f4"), ("snrr", "f4"), ("snri", "f4"),
+    ("snrz", "f4"), ("class", "S20"), ("subclass", "S20"), ("z", "f8"), ("z_err", "f8"), ("ps_id", "i8"),
+    ("mag_ps_g", "f8"), ("mag_ps_r", "f8"), ("mag_ps_i", "f8"), ("mag_ps_z", "f8"), ("mag_ps_y", "f8"),
+    ("gaia_source_id", "S25"), ("gaia_g_mean_mag", "f8"), ("tsource", "S16"), ("fibertype", "S10"),
+    ("tfrom", "S60"), ("tcomment", "S80"), ("offsets", "i4"), ("offsets_v", "f4"), ("ra", "f8"),
+    ("dec", "f8"), ("fibermask", "i4"), ("with_norm_flux", "i2"),
+)
+
+
+def general_catalog(p: dict, *, kinds: np.ndarray, snr: dict) -> dict:
+    """The simulated spectra as rows of the LAMOST LRS General Catalogue (real names and types).
+
+    Every spectrum has its ``obsid`` there, DR1-layout files included (their headers lack one).
+    """
+    n = len(kinds)
+    mjd = (p["LMJD"] - 1).astype(np.int64)
+    days = np.datetime64("1858-11-17") + mjd.astype("timedelta64[D]")
+    values = {
+        "obsid": p["OBSID"], "designation": np.char.replace(p["DESIG"].astype(str), "LAMOST ", ""),
+        "obsdate": np.datetime_as_string(days, unit="D"), "lmjd": p["LMJD"], "mjd": mjd,
+        "planid": p["PLANID"], "spid": p["SPID"], "fiberid": p["FIBERID"], "ra_obs": p["RA"],
+        "dec_obs": p["DEC"], **{f"snr{b.lower()}": snr[b] for b in "UGRIZ"},
+        "class": np.char.upper(np.where(kinds == "qso", "QSO", kinds)), "subclass": p["SUBCLASS"],
+        "z": p["Z_PIPE"], "z_err": p["Z_ERR"], "fibertype": np.full(n, "Obj"), "offsets": 0,
+        "offsets_v": 0.0, "ra": p["RA"], "dec": p["DEC"], "fibermask": 0, "with_norm_flux": 1,
+    }
+    out = {}
+    for name, dtype in GENERAL_CATALOG_COLUMNS:
+        null = "" if dtype[0] == "S" else -9999
+        v = np.broadcast_to(values.get(name, null), (n,))
+        out[name] = np.asarray(v.astype(str) if dtype[0] == "S" else v).astype(dtype)
+    return out
+
+
 @single_thread_blas()  # OpenBLAS rounds differently with its thread count: the output must not depend on it
 def simulate_lamost(out: str | os.PathLike, *, n: int = 20, seed: int = 0, layout: str = "mixed",
                     gzip: bool = False, snr_range=(5.0, 100.0), labels=None, galaxy_fraction: float = 0.04,
@@ -326,15 +371,9 @@ def simulate_lamost(out: str | os.PathLike, *, n: int = 20, seed: int = 0, layou
     files_arr = np.array(files)
     common = {"OBSID": np.where(layouts == "dr1", -1, p["OBSID"]), "TARGETID": p["TARGETID"],
               "FILE": files_arr.astype("S"), "LAYOUT": layouts.astype("S")}
-    catalog = {**common, "DESIG": p["DESIG"].astype("S"), "RA": p["RA"], "DEC": p["DEC"],
-               "CLASS": np.char.upper(np.where(kinds == "qso", "QSO", kinds)).astype("S"),
-               "SUBCLASS": p["SUBCLASS"].astype("S"), "Z": p["Z_PIPE"], "Z_ERR": p["Z_ERR"],
-               **{f"SNR{b}": snr_cols[b].astype(np.float32) for b in "UGRIZ"},
-               "LMJD": p["LMJD"].astype(np.int32), "MJD": (p["LMJD"] - 1).astype(np.int32),
-               "PLANID": p["PLANID"].astype("S"), "SPID": p["SPID"].astype(np.int16),
-               "FIBERID": p["FIBERID"].astype(np.int16)}
     hdr = {"SIMSEED": int(seed), "STXCATV": __version__, "NSPEC": int(n)}
-    write_truth(os.path.join(out, CATALOG_NAME), catalog, header=hdr, extname="CATALOG")
+    write_truth(os.path.join(out, CATALOG_NAME), general_catalog(p, kinds=kinds, snr=snr_cols), header=hdr,
+                extname="CATALOG", units={c: "deg" for c in ("ra", "dec", "ra_obs", "dec_obs")})
     truth = {**common, "KIND": kinds.astype("S"), "RA": p["RA"], "DEC": p["DEC"],
              **{c: p[c] for c in LABELS}, "RV": p["RV"], "Z": p["Z"], "SNR": p["SNR"],
              "LABEL_ROW": p["LABEL_ROW"].astype(np.int64)}

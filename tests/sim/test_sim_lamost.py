@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import fitsio
 import numpy as np
 import pytest
@@ -10,8 +12,9 @@ from click.testing import CliRunner
 from catalog_tool.cli import main
 from catalog_tool.errors import ConfigError
 from catalog_tool.io.lamost import detect_layout, read_lamost
+from catalog_tool.io.lamost_catalog import archive_name
 from catalog_tool.sim import instrument as ins
-from catalog_tool.sim.lamost import CATALOG_NAME, simulate_lamost
+from catalog_tool.sim.lamost import CATALOG_NAME, GENERAL_CATALOG_COLUMNS, simulate_lamost
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +65,19 @@ def test_headers_like_real_files(release, realdata):
 def test_catalog_and_truth_row_for_row(release):
     truth = fitsio.read(release.truth)
     cat = fitsio.read(f"{release.out}/{CATALOG_NAME}")
-    assert np.array_equal(cat["TARGETID"], truth["TARGETID"])
-    assert np.array_equal(cat["FILE"], truth["FILE"])
+    # the LAMOST General Catalogue's names and types, every row with its obsid (DR1 files included)
+    with fitsio.FITS(f"{release.out}/{CATALOG_NAME}") as f:
+        assert f[1].get_colnames() == [name for name, _ in GENERAL_CATALOG_COLUMNS]
+    for name, dtype in GENERAL_CATALOG_COLUMNS:
+        assert cat[name].dtype.kind == ("U" if dtype[0] == "S" else np.dtype(dtype).kind), name
+        assert dtype[0] == "S" or cat[name].dtype.itemsize == np.dtype(dtype).itemsize, name
+    has_obsid = truth["OBSID"] > 0
+    assert np.array_equal(cat["obsid"][has_obsid], truth["OBSID"][has_obsid])
+    assert len(np.unique(cat["obsid"])) == len(cat) and np.all(cat["obsid"] > 0)
+    names = [archive_name(lmjd=int(r["lmjd"]), planid=r["planid"], spid=int(r["spid"]), fiberid=int(r["fiberid"]))
+             for r in cat]
+    assert names == [os.path.basename(f).removesuffix(".gz") for f in truth["FILE"]]
+    assert np.allclose(cat["ra"], truth["RA"]) and np.allclose(cat["dec"], truth["DEC"])
     assert len(np.unique(truth["TARGETID"])) == len(truth) == 12
     star = truth["KIND"] == "star"
     assert np.all(np.isfinite(truth["FEH"][star]))
