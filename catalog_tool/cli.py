@@ -48,21 +48,37 @@ def main():
 @click.option("--partition-size", type=click.IntRange(min=1), default=None,
               help="Target number of spectra per partition  [default: 20000].")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of a table.")
+@click.option("--catalog", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
+              help="LAMOST survey catalogue (LRS General Catalogue columns): plan from its rows, opening no "
+                   "spectrum file.")
 @friendly_errors
-def plan(inputs, partition_size, as_json):
+def plan(inputs, partition_size, as_json, catalog):
     """Index INPUTS (release trees, folders or files) and print the partitions.
 
-    Reads headers only. Files that cannot be used are listed as skipped, with the reason.
+    Reads headers only; with --catalog, not even those (files are matched to catalogue rows by
+    name). Files that cannot be used are listed as skipped, with the reason.
     """
     from catalog_tool.io import release
 
-    idx = release.discover(inputs)
-    parts = release.partition(idx.entries, target_spectra=partition_size or release.DEFAULT_PARTITION_SPECTRA)
+    if catalog:
+        from catalog_tool.io.lamost_catalog import discover_with_catalog
+
+        idx = discover_with_catalog(inputs, catalog)
+        planned = idx.entries + idx.missing
+    else:
+        idx = release.discover(inputs)
+        planned = idx.entries
+    parts = release.partition(planned, target_spectra=partition_size or release.DEFAULT_PARTITION_SPECTRA)
     if as_json:
-        click.echo(json.dumps(release.plan_to_dict(idx, parts), indent=2))
+        data = release.plan_to_dict(idx, parts)
+        if catalog:
+            data["catalog"] = idx.summary()
+        click.echo(json.dumps(data, indent=2))
     else:
         click.echo(release.format_plan(idx, parts))
-    if not idx.entries:
+        if catalog:
+            click.echo("\n".join(idx.lines()))
+    if not planned:
         raise click.ClickException("no usable spectra found in " + ", ".join(inputs))
 
 
@@ -150,7 +166,13 @@ EXIT_SOME_FILES_FAILED = 3
                    "[default: threads].")
 @click.option("--workers", type=int, default=None,
               help="Partitions at once with the local schedulers  [default: 1].")
-@click.option("--threads", type=int, default=None, help="Torch threads per worker (numpy's BLAS uses one)  [default: 1].")
+@click.option("--threads", type=int, default=None,
+              help="Compute threads per worker, each preprocessing and inferring its own chunks (torch and "
+                   "numpy's BLAS run one thread inside each); 0 = the CPUs divided among the workers  [default: 0].")
+@click.option("--catalog", type=click.Path(path_type=str), default=None,
+              help="LAMOST survey catalogue (LRS General Catalogue columns): plan from its rows without opening "
+                   "the files; rows whose file is missing become flagged rows, files it does not name are "
+                   "listed, not read.")
 @click.option("--partition-size", type=int, default=None,
               help="Target spectra per partition; pixels are never split  [default: 20000].")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=str), default=None,
@@ -189,6 +211,9 @@ def annotate(inputs, config_file, **options):
         click.echo(f"wrote {summary.per_pixel_files} per-pixel VAC files beside it")
     if summary.partitions_skipped:
         click.echo(f"resumed: {summary.partitions_skipped} of {summary.partitions} partitions were already done")
+    if summary.unlisted:
+        click.echo(f"{len(summary.unlisted)} file(s) under the inputs are not in the catalogue and were not read "
+                   f"(listed in {cfg.resolved_work_dir}/stxcat.log), e.g. {summary.unlisted[0]}", err=True)
     if summary.failed_files:
         click.echo(f"{len(summary.failed_files)} input file(s) could not be read (see the ERRORS "
                    f"table and {cfg.resolved_work_dir}/stxcat.log):", err=True)

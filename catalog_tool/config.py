@@ -19,7 +19,7 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["AnnotateConfig", "build_config", "SCHEDULERS", "DEVICES", "FORMATS"]
+__all__ = ["AnnotateConfig", "build_config", "available_cpus", "SCHEDULERS", "DEVICES", "FORMATS"]
 
 SCHEDULERS = ("threads", "processes", "synchronous")
 DEVICES = ("auto", "cpu", "cuda")
@@ -61,12 +61,25 @@ class AnnotateConfig:
     """Stop at the first input file that cannot be read instead of recording it and going on."""
     per_pixel: bool = False
     """Also write one VAC file per HEALPix pixel in the DESI layout beside the merged one."""
-    threads: int = 1
-    """Torch threads per worker (numpy's OpenBLAS always runs on one; see docs/pipeline.md)."""
+    threads: int = 0
+    """Compute threads per worker: each takes chunks of spectra and preprocesses and infers them
+    (torch and numpy's OpenBLAS run one thread inside each; see docs/pipeline.md). 0 = the CPUs this
+    process may use, divided among the local ``workers`` (one per Dask worker process on a cluster)."""
+    catalog: str = ""
+    """A LAMOST survey catalogue (the LRS General Catalogue or a subset with its columns): the plan
+    is built from its rows without opening the spectrum files (see docs/pipeline.md)."""
     command: str = ""
     """The command line, recorded as provenance."""
     extra: dict = field(default_factory=dict)
     """Free-form settings kept for provenance (not interpreted)."""
+
+    @property
+    def resolved_threads(self) -> int:
+        """``threads``, with 0 resolved for this machine's local schedulers (see ``threads``)."""
+        if self.threads:
+            return self.threads
+        workers = self.workers if self.scheduler in SCHEDULERS and self.scheduler != "synchronous" else 1
+        return max(1, available_cpus() // max(1, workers))
 
     @property
     def resolved_work_dir(self) -> str:
@@ -77,6 +90,14 @@ class AnnotateConfig:
         d = dataclasses.asdict(self)
         d["inputs"] = list(self.inputs)
         return d
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _validate(cfg: AnnotateConfig) -> list[str]:
@@ -98,8 +119,11 @@ def _validate(cfg: AnnotateConfig) -> list[str]:
                         f"not {cfg.scheduler!r}")
     for name in ("batch_size", "workers", "partition_size", "threads"):
         value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            problems.append(f"{name} must be a positive integer, not {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "threads" else 1):
+            problems.append(f"{name} must be a {'non-negative' if name == 'threads' else 'positive'} integer, "
+                            f"not {value!r}")
+    if cfg.catalog and not os.path.isfile(cfg.catalog):
+        problems.append(f"--catalog {cfg.catalog} is not a file")
     if cfg.resume and cfg.overwrite:
         problems.append("--resume and --overwrite contradict each other; give one")
     return problems

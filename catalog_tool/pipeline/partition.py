@@ -18,7 +18,7 @@ from catalog_tool.batch import SpectraBatch
 from catalog_tool.errors import InputFileError, StxcatError
 from catalog_tool.select import is_star, is_target
 
-__all__ = ["run_partition", "process_files", "prepare_targets", "finish_targets",
+__all__ = ["run_partition", "process_files", "prepare_targets", "finish_targets", "missing_rows",
            "cached_bundle", "remember_bundle", "run_settings", "thresholds_of", "provenance",
            "DESI_ARM_RANGES", "CHUNK_ROWS"]
 
@@ -185,6 +185,30 @@ def finish_targets(prep: _Prepared, *, bundle, device: str, batch_size: int, thr
     return table
 
 
+def missing_rows(files: list[dict], *, thresholds) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """VAC rows and ERRORS entries of catalogue rows whose files are missing (``missing`` records).
+
+    Planned from a LAMOST catalogue (see :mod:`catalog_tool.io.lamost_catalog`), such a row has no
+    spectrum but still reaches the VAC: ids and position from the catalogue, no estimate,
+    ``READ_FAILED``; and its file is listed in ``ERRORS``.
+    """
+    from catalog_tool.vac import datamodel as dm
+    from catalog_tool.vac import flags as fl
+
+    n = len(files)
+    meta = {"TARGETID": np.array([f["obsid"] for f in files], np.int64),
+            "SURVEY": np.array([f["survey"] for f in files]), "PROGRAM": np.array([f["program"] for f in files]),
+            "HEALPIX": np.array([f["healpix"] for f in files], np.int32),
+            "TARGET_RA": np.array([f["ra"] for f in files], np.float64),
+            "TARGET_DEC": np.array([f["dec"] for f in files], np.float64),
+            "SOURCE": np.array([f["path"] for f in files]), "ROW": np.zeros(n, np.int32)}
+    table = dm.to_table(dm.columns_from_meta(meta), n=n)
+    table["FLAGS"] = fl.compute_flags(is_star=np.zeros(n, bool), read_ok=np.zeros(n, bool), thresholds=thresholds)
+    failures = [(f["path"], f"named by the catalogue (row {f['catalog_row']}, obsid {f['obsid']}) but not "
+                            "found under the inputs") for f in files]
+    return table, failures
+
+
 def _bundle_inputs(bundle):
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
@@ -192,15 +216,14 @@ def _bundle_inputs(bundle):
     return ModelGrid.from_dict(bundle.grid), PreprocessSettings.from_dict(bundle.preprocess)
 
 
-#: Targets of one file prepared and inferred together. Fixed (not tied to ``batch_size`` or the
-#: partitioning) so that results depend only on the file; small enough that preprocessing the next
-#: chunk overlaps inference of this one even when a partition is a single file.
+#: Targets of one file prepared and inferred together. Fixed (not tied to ``batch_size``, the
+#: partitioning or the number of threads) so that results depend only on the file; small enough
+#: that every thread has a chunk to work on even when a partition is a single file.
 CHUNK_ROWS = 1024
-_DONE = object()
 
 
-def _producer(groups, arms, grid, settings, out: "queue.Queue", stop: threading.Event) -> None:
-    """Reader thread: read each group, select targets, preprocess, and queue the chunks in order."""
+def _reader(groups, arms, out: "queue.Queue", stop: threading.Event) -> None:
+    """Reader thread: read each group, count its fibres, and queue its targets in chunks, in order."""
 
     def put(item):
         while not stop.is_set():
@@ -222,20 +245,29 @@ def _producer(groups, arms, grid, settings, out: "queue.Queue", stop: threading.
                 for start in range(0, len(targets), CHUNK_ROWS):
                     if stop.is_set():
                         return
-                    chunk = targets.take(np.arange(start, min(start + CHUNK_ROWS, len(targets))))
-                    put(("chunk", prepare_targets(chunk, grid=grid, settings=settings)))
+                    put(("chunk", targets.take(np.arange(start, min(start + CHUNK_ROWS, len(targets))))))
         put(("end", None))
     except BaseException as exc:  # handed to the consumer, which re-raises it in the task
         put(("error", exc))
 
 
+def _chunk_rows(chunk, *, grid, settings, bundle, device, batch_size, thresholds) -> np.ndarray:
+    """One chunk of targets, start to finish (runs in a worker thread)."""
+    prep = prepare_targets(chunk, grid=grid, settings=settings)
+    return finish_targets(prep, bundle=bundle, device=device, batch_size=batch_size, thresholds=thresholds)
+
+
 def process_files(files: list[dict], *, bundle, device: str, batch_size: int, thresholds=None,
-                  strict: bool = False) -> tuple[np.ndarray, list[tuple[str, str]], dict]:
+                  strict: bool = False, threads: int = 1) -> tuple[np.ndarray, list[tuple[str, str]], dict]:
     """Annotate a list of files (a partition).
 
-    Two stages in two threads: a reader thread reads the files and preprocesses their stars (numpy)
-    in chunks of :data:`CHUNK_ROWS` targets, at most two chunks ahead (bounded memory), while this
-    thread runs inference (torch) on the chunk before. Both release the GIL in their heavy parts.
+    A reader thread reads the files, selects their targets and cuts them into chunks of
+    :data:`CHUNK_ROWS`; ``threads`` worker threads each take a chunk and do all of its work
+    (select stars, preprocess, infer, flag), so every core is busy whatever the mix of work. The
+    heavy parts (numpy, torch) release the GIL; each runs single-threaded inside its worker (the
+    caller holds torch and BLAS to one thread each), which also makes the results independent of
+    ``threads``. Chunks come back in file order. At most ``2 * threads + 1`` chunks are in
+    memory at a time (bounded memory whatever the partition's size).
 
     ``thresholds`` (:class:`~catalog_tool.vac.flags.FlagThresholds`) are the run's, recorded in its
     plan (see :func:`run_settings`); the defaults when None.
@@ -245,26 +277,56 @@ def process_files(files: list[dict], *, bundle, device: str, batch_size: int, th
     table : ndarray in the VAC data model's dtype
         The VAC rows of every target in the readable files, in file order (0 rows when none).
     failures : list of (path, reason)
-        Files that could not be read (their targets are unknown, hence no rows).
+        Files that could not be read (their targets are unknown, hence no rows), and catalogue rows
+        whose file is missing (``missing`` records: those do have flagged rows, see
+        :func:`missing_rows`).
     counts : dict
         ``targets``, ``stars``, ``sky``, ``unassigned`` for the log.
     """
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
     from catalog_tool.vac.datamodel import empty_table
     from catalog_tool.vac.flags import FlagThresholds
 
+    threads = max(1, int(threads))
     thresholds = thresholds or FlagThresholds()
     grid, settings = _bundle_inputs(bundle)
     arms = _arms_for(bundle)
     groups = [[f] for f in files if f["kind"] == "desi"]
-    lamost_files = [f for f in files if f["kind"] != "desi"]
+    lamost_files = [f for f in files if f["kind"] != "desi" and not f.get("missing")]
     if lamost_files:
         groups.append(lamost_files)
     parts, failures = [], []
     counts = {"targets": 0, "stars": 0, "sky": 0, "unassigned": 0}
-    q: queue.Queue = queue.Queue(maxsize=2)
+    missing = [f for f in files if f.get("missing")]
+    if missing:  # catalogue rows without a file: flagged rows, listed in ERRORS
+        if strict:
+            raise InputFileError(missing[0]["path"], "named by the catalogue but not found (--strict)")
+        rows, failed = missing_rows(missing, thresholds=thresholds)
+        parts.append(rows)
+        failures.extend(failed)
+        counts["targets"] += len(rows)
+    q: queue.Queue = queue.Queue(maxsize=threads)
     stop = threading.Event()
-    reader = threading.Thread(target=_producer, args=(groups, arms, grid, settings, q, stop),
-                              name="stxcat-reader", daemon=True)
+    reader = threading.Thread(target=_reader, args=(groups, arms, q, stop), name="stxcat-reader", daemon=True)
+    work = dict(grid=grid, settings=settings, bundle=bundle, device=device, batch_size=batch_size,
+                thresholds=thresholds)
+    pending: collections.deque = collections.deque()
+
+    def collect(limit: int) -> None:
+        # in order: wait for the oldest chunk while more than ``limit`` are pending
+        while pending and (len(pending) > limit or pending[0].done()):
+            rows = pending.popleft().result()
+            counts["targets"] += len(rows)
+            counts["stars"] += int(np.isfinite(rows[bundle.label_names[0]]).sum())
+            parts.append(rows)
+
+    from catalog_tool.models.threads import follow_torch_threads
+
+    # each worker thread adopts torch's thread count (one, in a run): OpenMP's is per thread
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stxcat-work",
+                              initializer=follow_torch_threads)
     reader.start()
     try:
         while True:
@@ -282,13 +344,12 @@ def process_files(files: list[dict], *, bundle, device: str, batch_size: int, th
                 for k, v in item.items():
                     counts[k] += v
             else:
-                rows = finish_targets(item, bundle=bundle, device=device, batch_size=batch_size,
-                                      thresholds=thresholds)
-                counts["targets"] += len(rows)
-                counts["stars"] += int(np.isfinite(rows[bundle.label_names[0]]).sum())
-                parts.append(rows)
+                pending.append(pool.submit(_chunk_rows, item, **work))
+                collect(threads)
+        collect(0)
     finally:
         stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
         reader.join()
     return (np.concatenate(parts) if parts else empty_table(0)), failures, counts
 
@@ -315,6 +376,7 @@ def run_partition(part: dict, *, work_dir: str, model: str, model_sha256: str, d
     Returns the done marker's content: ``index``, ``rows``, ``nspec``, ``errors``, ``counts`` and
     ``device`` (the one this worker used: ``auto`` is resolved here, on the worker).
     """
+    from catalog_tool.config import available_cpus
     from catalog_tool.models.infer import resolve_device
     from catalog_tool.models.threads import torch_threads
     from catalog_tool.pipeline.resume import WorkDir
@@ -323,11 +385,14 @@ def run_partition(part: dict, *, work_dir: str, model: str, model_sha256: str, d
 
     bundle = cached_bundle(model, model_sha256)
     device = str(resolve_device(device))  # 'auto' means this worker's GPU when it has one
+    threads = threads or available_cpus()  # 0: a cluster worker uses its machine's CPUs
     thresholds = thresholds_of(settings)
-    # both thread settings are process-wide: held while the partition runs, then restored
-    with torch_threads(threads), single_thread_blas():
+    # ``threads`` worker threads, each running torch and BLAS on one thread (both settings are
+    # process-wide: held while the partition runs, then restored)
+    with torch_threads(1), single_thread_blas():
         table, failures, counts = process_files(part["files"], bundle=bundle, device=device,
-                                                batch_size=batch_size, thresholds=thresholds, strict=strict)
+                                                batch_size=batch_size, thresholds=thresholds, strict=strict,
+                                                threads=threads)
     wd = WorkDir(work_dir)
     prov = vac_write.Provenance(model_name=bundle.name, model_sha256=bundle.sha256,
                                 command="(part file)", input_release=f"partition {part['index']}",

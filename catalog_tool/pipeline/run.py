@@ -52,6 +52,8 @@ class RunSummary:
     seconds: float = 0.0
     device: str = "cpu"
     per_pixel_files: int = 0
+    unlisted: list = field(default_factory=list)
+    """Files under the inputs that the ``--catalog`` does not name (not read)."""
 
     @property
     def ok(self) -> bool:
@@ -170,7 +172,7 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
         device = cfg.device
     settings = part_mod.run_settings(cfg, bundle)
     plan, idx = make_plan(cfg.inputs, partition_size=cfg.partition_size, model_name=bundle.name,
-                          model_sha256=bundle.sha256, settings=settings)
+                          model_sha256=bundle.sha256, settings=settings, catalog=cfg.catalog or None)
     if cfg.strict and plan["skipped"]:
         path, reason = plan["skipped"][0]
         raise StxcatError(f"{path}: {reason} (--strict)")
@@ -192,12 +194,20 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
             log.warning("skipped %s: %s", path, reason)
         for path in idx.tables:
             log.info("not spectra (a plain FITS table), not read: %s", path)
+        if "catalog" in plan:
+            cat = plan["catalog"]
+            log.info("planned from the catalogue %s: %d rows, %d files found, %d missing (flagged rows, "
+                     "ERRORS), %d files not in the catalogue (not read)", cat["path"], cat["rows"], cat["found"],
+                     cat["missing"], len(cat["unlisted"]))
+            for path in cat["unlisted"]:
+                log.warning("not in the catalogue, not read: %s", path)
         todo = [p for p in plan["partitions"] if p["index"] not in done]
         if done:
             log.info("resuming: %d partitions already done", len(done))
         kwargs = dict(work_dir=wd.path, model=bundle_path, model_sha256=bundle.sha256, device=device,
-                      batch_size=cfg.batch_size, threads=cfg.threads, strict=cfg.strict,
-                      settings=settings)
+                      batch_size=cfg.batch_size, strict=cfg.strict, settings=settings,
+                      # local schedulers: resolved here; a cluster's workers resolve 0 themselves
+                      threads=cfg.resolved_threads if cfg.scheduler in _LOCAL else cfg.threads)
         progress = _TqdmCallback(len(plan["partitions"]), sum(p["nspec"] for p in plan["partitions"]),
                                  cfg.progress)
         progress.parts.update(len(done))
@@ -230,7 +240,7 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
                                        errors=errors, provenance=provenance, overwrite=True)
         summary = RunSummary(out=os.fspath(cfg.out), rows=merged.nrows, partitions=len(plan["partitions"]),
                              partitions_skipped=len(done), failed_files=[tuple(e) for e in merged.errors],
-                             device=device)
+                             device=device, unlisted=list(plan.get("catalog", {}).get("unlisted", [])))
         _count(summary, vac_path, bundle.label_names[0])
         if cfg.format != "fits":
             from catalog_tool.vac.export import export_vac
