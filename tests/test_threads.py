@@ -72,3 +72,25 @@ def test_torch_threads_is_scoped():
         assert torch.get_num_threads() == before
     with pytest.raises(ConfigError, match="threads"):
         torch_threads(0)
+
+
+def test_a_new_thread_follows_torch_threads():
+    """OpenMP's thread count is per thread: a worker must adopt torch's (else other rounding, and speed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from catalog_tool.models.threads import follow_torch_threads
+
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(7, 1462, generator=g), torch.randn(1462, 64, generator=g)
+    with torch_threads(1):
+        ref = x @ w
+
+        def product():
+            follow_torch_threads()
+            y = x @ w  # before anything else: torch.get_num_threads() itself would fix the thread
+            return torch.get_num_threads(), y
+
+        n, y = ThreadPoolExecutor(1).submit(product).result()
+    assert n == 1 and torch.equal(ref, y)

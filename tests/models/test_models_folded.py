@@ -111,3 +111,23 @@ def test_other_members_are_not_folded():
     adapted = ResidualHeadAdapter(SpectrumMLP(MLPConfig(n_in=37, n_out=1, hidden=(8, 4))), hidden=4).eval()
     assert folded.fold_members([net.eval(), adapted], dev) is None    # any other member: none folded
     assert folded.fold_members([net.eval()], dev) is not None
+
+
+def test_noise_variance_at_the_papers_size_against_float64_autograd():
+    """The closed form (batched matrix-vector sum over 1,462 pixels) to float32 rounding, 4 labels."""
+    torch.manual_seed(4)
+    net = _trained_looking(SpectrumMLP(MLPConfig(n_in=1462, n_out=4, hidden=(1024, 512, 64))), 6)
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.normal(1.0, 0.1, (48, 1462)).astype(np.float32))
+    ivar = rng.uniform(10.0, 2000.0, (48, 1462)).astype(np.float32)
+    ivar[:, rng.choice(1462, 80, replace=False)] = 0.0  # masked pixels carry no noise
+    s2 = torch.from_numpy(np.where(ivar > 0, 1.0 / np.maximum(ivar, 1e-30), 0.0).astype(np.float32))
+    (fm,) = folded.fold_members([net], torch.device("cpu"))
+    _, var = folded.noise_variance([fm], x, s2)
+    net64 = net.double()
+    xg = x.double().requires_grad_(True)
+    y = net64(xg)
+    ref = np.stack([(torch.autograd.grad(y[:, j].sum(), xg, retain_graph=True)[0].square() * s2.double()).sum(1)
+                    .numpy() for j in range(4)], axis=1)
+    assert var.dtype == torch.float32 and var.shape == (48, 4)
+    np.testing.assert_allclose(var.numpy(), ref, rtol=3e-5)
