@@ -96,7 +96,7 @@ class Arm:
         return np.broadcast_to(self.wave, self.flux.shape)
 
     def take(self, index) -> "Arm":
-        """The rows ``index`` (an integer array or boolean mask) of this arm."""
+        """The rows ``index`` (an integer array or boolean mask; a ``slice`` gives views) of this arm."""
         wave = self.wave if self.wave.ndim == 1 else self.wave[index]
         res = None if self.resolution is None else self.resolution[index]
         return Arm(self.name, wave, self.flux[index], self.ivar[index], self.mask[index], res)
@@ -140,8 +140,10 @@ class SpectraBatch:
         return self.meta["TARGETID"]
 
     def take(self, index) -> "SpectraBatch":
-        """The rows ``index`` (an integer array or boolean mask), arms and metadata alike."""
-        index = np.asarray(index)
+        """The rows ``index`` (an integer array or boolean mask: copies; a ``slice``: views), arms and
+        metadata alike."""
+        if not isinstance(index, slice):
+            index = np.asarray(index)
         return SpectraBatch(
             arms={k: a.take(index) for k, a in self.arms.items()},
             meta={k: v[index] for k, v in self.meta.items()},

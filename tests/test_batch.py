@@ -48,3 +48,11 @@ def test_mismatched_lengths_are_refused():
         SpectraBatch(arms={"LRS": _arm(2, 5, 4000.0)}, meta=_meta(3))
     with pytest.raises(ValueError, match="lacks required"):
         SpectraBatch(arms={}, meta={"TARGETID": np.arange(2)})
+
+
+def test_take_a_slice_gives_views():
+    batch = SpectraBatch(arms={"LRS": _arm(5, 7, 4000.0)}, meta=_meta(5, start=10))
+    part = batch.take(slice(1, 4))
+    assert np.shares_memory(part.arms["LRS"].flux, batch.arms["LRS"].flux) and len(part) == 3
+    assert part.meta["TARGETID"].tolist() == [11, 12, 13]
+    assert np.array_equal(part.arms["LRS"].flux, batch.take(np.arange(1, 4)).arms["LRS"].flux)

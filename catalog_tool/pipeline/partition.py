@@ -245,7 +245,7 @@ def _reader(groups, arms, out: "queue.Queue", stop: threading.Event) -> None:
                 for start in range(0, len(targets), CHUNK_ROWS):
                     if stop.is_set():
                         return
-                    put(("chunk", targets.take(np.arange(start, min(start + CHUNK_ROWS, len(targets))))))
+                    put(("chunk", targets.take(slice(start, start + CHUNK_ROWS))))  # views, no copy
         put(("end", None))
     except BaseException as exc:  # handed to the consumer, which re-raises it in the task
         put(("error", exc))
