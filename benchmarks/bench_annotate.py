@@ -3,8 +3,8 @@
 Usage::
 
     python benchmarks/bench_annotate.py [--spectra 5000 20000] [--bundle PATH] [--data-dir DIR]
-        [--per-pixel 500] [--batch-size 2048] [--workers 1] [--threads 1] [--device cpu]
-        [--scheduler threads] [--partition-size 20000]
+        [--per-pixel 500] [--batch-size 2048] [--workers 1] [--threads 0] [--device cpu]
+        [--scheduler threads] [--partition-size 20000] [--repeat 1] [--baseline-src DIR]
 
 For each size N a simulated DESI release of N fibres (``--per-pixel`` per HEALPix pixel; stars,
 galaxies, QSOs, sky and unassigned fibres as the simulator draws them) is made once in
@@ -13,8 +13,9 @@ command line in a child process, whose wall time and peak RSS (``os.wait4``) are
 
 The floor is measured in this process, in the same run, for the same release:
 
-* read: a bare ``fitsio`` read of the HDUs the model needs (``<ARM>_FLUX``, ``_IVAR``, ``_MASK``
-  of each arm the bundle's grid and continuum window touch) of every coadd file;
+* read: a bare ``fitsio`` read of the HDUs the model needs (``FIBERMAP`` and ``<ARM>_FLUX``,
+  ``_IVAR``, ``_MASK`` of each arm the bundle's grid and continuum window touch) of every coadd
+  file;
 * forward: the bare forward passes of every network of the bundle over as many spectra as the run
   estimated (random inputs on the model grid, ``--batch-size`` rows at a time, inference mode),
   with one torch thread and with one per CPU; the faster counts.
@@ -25,8 +26,13 @@ uncertainties, flags, part files, the merged VAC), so the ratio says how much th
 
 ``--bundle`` defaults to the bundled ``default`` model when it exists, otherwise to an untrained
 bundle of the paper's size (multi-label MLP 1024-512-64, 5 members) made in ``--data-dir``: speed
-does not depend on the weights. On a machine shared with other work the figures vary; run it
-twice and keep the better.
+does not depend on the weights.
+
+On a machine shared with other work the figures vary: every row carries the 1-minute load average
+before and after its run, ``--repeat`` runs each size several times, and ``--baseline-src DIR``
+(an unpacked older source tree, e.g. ``git archive main | tar -x -C DIR``) runs that code on the
+same release right before each run of this one, with ``--baseline-args`` (default: its old
+defaults ``--threads 1``), so that before/after are compared in the same minutes.
 """
 
 from __future__ import annotations
@@ -82,9 +88,14 @@ def release(folder: pathlib.Path, n: int, per_pixel: int) -> pathlib.Path:
     return out
 
 
-def run_cli(args: list[str]) -> tuple[float, float, int, str]:
-    """Run ``stxcat`` in a child: (wall s, run s as the command reports it, peak RSS bytes, stdout)."""
+def run_cli(args: list[str], src: str | None = None) -> tuple[float, float, int, str]:
+    """Run ``stxcat`` in a child: (wall s, run s as the command reports it, peak RSS bytes, stdout).
+
+    ``src``: a source tree to run instead of the installed package (put first on PYTHONPATH).
+    """
     env = dict(os.environ)  # as a user runs it: no thread variables set for the child
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join([src] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen([sys.executable, "-m", "catalog_tool.cli", *args], stdout=out,
@@ -107,6 +118,7 @@ def floor_read(rel: pathlib.Path, arms: tuple[str, ...]) -> tuple[float, int]:
     t0 = time.perf_counter()
     for path in sorted(rel.rglob("coadd-*.fits")):
         with fitsio.FITS(os.fspath(path)) as f:
+            f["FIBERMAP"].read()
             for arm in arms:
                 keep = [f[f"{arm}_{what}"].read() for what in ("FLUX", "IVAR", "MASK")]
                 rows += keep[0].shape[0] if arm == arms[0] else 0
@@ -144,10 +156,13 @@ def main() -> None:
     ap.add_argument("--per-pixel", type=int, default=500, help="fibres per HEALPix pixel")
     ap.add_argument("--batch-size", type=int, default=2048)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=0, help="stxcat --threads (0: its default, the CPUs)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--scheduler", default="threads")
     ap.add_argument("--partition-size", type=int, default=20000)
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each size (each with its own floor)")
+    ap.add_argument("--baseline-src", default=None, help="older source tree run before each run, same release")
+    ap.add_argument("--baseline-args", default="--threads 1", help="extra stxcat options of the baseline runs")
     a = ap.parse_args()
 
     import torch
@@ -158,7 +173,7 @@ def main() -> None:
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
 
-    torch.set_num_threads(a.threads)
+    torch.set_num_threads(1)
     data = pathlib.Path(a.data_dir or pathlib.Path(tempfile.gettempdir()) / "stxcat-bench-annotate")
     data.mkdir(parents=True, exist_ok=True)
     bundle_path = a.bundle or ("default" if "default" in bundled_names() else paper_bundle(data))
@@ -167,42 +182,51 @@ def main() -> None:
                                 settings=PreprocessSettings.from_dict(bundle.preprocess))
     arms = arms_needed(lo, hi)
     print(f"# bundle {bundle.name} ({len(bundle.members)} members, {bundle.n_in} pixels); arms read: {','.join(arms)}; "
-          f"device {a.device}; batch {a.batch_size}; scheduler {a.scheduler} x{a.workers}; torch threads {a.threads}; "
-          f"{os.cpu_count()} CPUs")
+          f"device {a.device}; batch {a.batch_size}; scheduler {a.scheduler} x{a.workers}; --threads {a.threads}; "
+          f"{os.cpu_count()} CPUs; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     rows = []
     for n in a.spectra:
         rel = release(data, n, a.per_pixel)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = os.path.join(tmp, "vac.fits")
-            wall, run_s, rss, stdout = run_cli([
-                "annotate", os.fspath(rel), "--out", out, "--model", bundle_path, "--no-progress",
-                "--batch-size", str(a.batch_size), "--workers", str(a.workers), "--threads", str(a.threads),
-                "--device", a.device, "--scheduler", a.scheduler, "--partition-size", str(a.partition_size)])
-            with fitsio.FITS(out) as f:
-                nrows = f["STELLAR_PARAMS"].get_nrows()
-                stars = int(np.isfinite(f["STELLAR_PARAMS"].read_column(bundle.label_names[0])).sum())
-        t_read, nread = floor_read(rel, arms)
-        dev = "cpu" if a.device == "auto" else a.device
-        # the floor is the faster of one torch thread and all cores (on a busy machine two
-        # threads can be the slower)
-        t_fwd = []
-        for threads in sorted({1, a.threads, os.cpu_count() or 1}):
-            torch.set_num_threads(threads)
-            t_fwd.append(floor_forward(bundle, stars, a.batch_size, dev))
-        t_fwd = min(t_fwd)
-        rows.append((nread, nrows, stars, wall, run_s, nread / run_s, stars / run_s, t_read, t_fwd,
-                     nread / (t_read + t_fwd), rss / 2**20))
+        for _ in range(a.repeat):
+            runs = ([("baseline", a.baseline_src, a.baseline_args.split())] if a.baseline_src else []) + [
+                ("this", None, ["--threads", str(a.threads)])]
+            for label, src, extra in runs:
+                load0 = os.getloadavg()[0]
+                with tempfile.TemporaryDirectory() as tmp:
+                    out = os.path.join(tmp, "vac.fits")
+                    wall, run_s, rss, stdout = run_cli([
+                        "annotate", os.fspath(rel), "--out", out, "--model", bundle_path, "--no-progress",
+                        "--batch-size", str(a.batch_size), "--workers", str(a.workers), "--device", a.device,
+                        "--scheduler", a.scheduler, "--partition-size", str(a.partition_size), *extra], src=src)
+                    with fitsio.FITS(out) as f:
+                        nrows = f["STELLAR_PARAMS"].get_nrows()
+                        stars = int(np.isfinite(f["STELLAR_PARAMS"].read_column(bundle.label_names[0])).sum())
+                load1 = os.getloadavg()[0]
+                t_read, nread = floor_read(rel, arms)
+                dev = "cpu" if a.device == "auto" else a.device
+                # the floor is the faster of one torch thread and all cores (on a busy machine two
+                # threads can be the slower)
+                t_fwd = []
+                for threads in sorted({1, os.cpu_count() or 1}):
+                    torch.set_num_threads(threads)
+                    t_fwd.append(floor_forward(bundle, stars, a.batch_size, dev))
+                torch.set_num_threads(1)
+                t_fwd = min(t_fwd)
+                rows.append((label, nread, nrows, stars, wall, run_s, nread / run_s, stars / run_s, t_read, t_fwd,
+                             nread / (t_read + t_fwd), rss / 2**20, load0, load1))
+                print("# " + " ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in rows[-1]), flush=True)
 
-    head = ("fibres", "VAC rows", "stars", "wall s", "run s", "spec/s", "stars/s", "floor read s",
-            "floor fwd s", "floor spec/s", "% of floor", "peak RSS MB")
+    head = ("code", "fibres", "VAC rows", "stars", "wall s", "run s", "spec/s", "stars/s", "floor read s",
+            "floor fwd s", "floor spec/s", "of floor", "peak RSS MB", "load before/after")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.0f} | {r[6]:.0f} | {r[7]:.2f} | "
-              f"{r[8]:.2f} | {r[9]:.0f} | {100 * r[5] / r[9]:.0f}% | {r[10]:.0f} |")
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1f} | {r[5]:.1f} | {r[6]:.0f} | {r[7]:.0f} | {r[8]:.2f} | "
+              f"{r[9]:.2f} | {r[10]:.0f} | {r[6] / r[10]:.2f} | {r[11]:.0f} | {r[12]:.1f} / {r[13]:.1f} |")
     print("# run s: from the start of the annotate function to the VAC written (the command's own figure, "
-          "without Python start-up); wall s includes start-up. spec/s counts every fibre read.")
+          "without Python start-up); wall s includes start-up. spec/s counts every fibre read; 'of floor' is "
+          "spec/s over floor spec/s, the floor measured right after the run.")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ networks run in evaluation mode, BatchNorm uses stored statistics).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,7 @@ from catalog_tool.models.mlp import PerLabelStack
 __all__ = ["Prediction", "predict", "error_floor", "NOISE_METHODS", "resolve_device", "DEFAULT_BATCH_SIZE"]
 
 NOISE_METHODS = ("linear", "mc", "none")
+_members_lock = threading.Lock()
 DEFAULT_BATCH_SIZE = 1024
 
 
@@ -159,10 +161,13 @@ def predict(bundle: Bundle, *, flux: np.ndarray, ivar: np.ndarray, device: str |
     if batch_size < 1 or mc_draws < 2:
         raise ConfigError(f"batch_size must be >= 1 and mc_draws >= 2, got {batch_size}, {mc_draws}")
     dev = resolve_device(device)
-    members = [m.to(dev).eval() for m in bundle.members]
-    # plain MLP members (the usual case) run folded, with the noise Jacobian in closed form
-    # (catalog_tool.models.folded: the same numbers to float32 rounding, about twice as fast)
-    folded = fold_members(members, dev)
+    # the pipeline's worker threads share one bundle: one of them at a time moves it to the device
+    # and folds it (a member half moved by another thread must not be folded or run)
+    with _members_lock:
+        members = [m.to(dev).eval() for m in bundle.members]
+        # plain MLP members (the usual case) run folded, with the noise Jacobian in closed form
+        # (catalog_tool.models.folded: the same numbers to float32 rounding, about twice as fast)
+        folded = fold_members(members, dev)
     if folded is not None:
         members = folded
     k = len(members) if noise_members is None else max(1, min(int(noise_members), len(members)))
