@@ -35,6 +35,7 @@ What comes out:
 
 from __future__ import annotations
 
+import array
 import math
 import os
 import re
@@ -209,18 +210,17 @@ def _pieces(cat: _Catalog):
             yield start, {role: data[name] for role, name in cat.columns.items()}
 
 
-def _file_names(piece: dict) -> tuple[list[str], list[str]]:
-    """(archive or ``filename`` names, obsid names) of a piece's rows, without ``.gz``."""
-    obsid = piece["obsid"].astype(np.int64).tolist()
-    by_obsid = [f"{o}.fits" for o in obsid]
+def _file_names(piece: dict) -> list[str]:
+    """The file name (without ``.gz``) of each of a piece's rows: its ``filename``, else the archive's."""
     if "filename" in piece:
-        return [_key(os.path.basename(v)) for v in _text(piece["filename"])], by_obsid
-    names = []
-    for lmjd, planid, spid, fiberid in zip(piece["lmjd"].astype(np.int64).tolist(), _text(piece["planid"]),
-                                           piece["spid"].astype(np.int64).tolist(),
-                                           piece["fiberid"].astype(np.int64).tolist()):
-        names.append(f"spec-{lmjd}-{planid}_sp{spid:02d}-{fiberid:03d}.fits")
-    return names, by_obsid
+        return [_key(os.path.basename(v)) for v in _text(piece["filename"])]
+    return [f"spec-{lmjd}-{planid}_sp{spid:02d}-{fiberid:03d}.fits" for lmjd, planid, spid, fiberid in
+            zip(piece["lmjd"].astype(np.int64).tolist(), _text(piece["planid"]),
+                piece["spid"].astype(np.int64).tolist(), piece["fiberid"].astype(np.int64).tolist())]
+
+
+def _is_fits(name: str) -> bool:
+    return not name.startswith(".") and (name.endswith(FITS_SUFFIXES) or name.lower().endswith(FITS_SUFFIXES))
 
 
 def _walk(inputs, catalog_path: str, skipped: list):
@@ -228,37 +228,47 @@ def _walk(inputs, catalog_path: str, skipped: list):
     {name without .gz: file index}, [(folder index, name, key) of files whose name was seen before]).
 
     Directory reads only (``os.walk`` uses the entry types the directory already holds). Files are
-    indexed by position in parallel lists (folder index, name) to keep 20 million of them compact.
+    indexed by position in parallel lists (folder index, name) to keep 20 million of them compact;
+    each folder's files are added in one go (this runs once per file of a release).
     """
     folders: list[str] = []
-    dir_of: list[int] = []
+    dir_of = array.array("i")
     names: list[str] = []
     index: dict[str, int] = {}
     again: list[tuple[int, str, str]] = []
+    cat_dir, cat_name = os.path.split(catalog_path)
 
-    def add(folder_idx: int, name: str) -> None:
-        key = _key(name)
-        if key in index:
-            again.append((folder_idx, name, key))
+    def add(folder_idx: int, found: list[str]) -> None:
+        keys = [n[:-3] if n.endswith(".gz") else n for n in found]
+        start = len(names)
+        new = dict(zip(keys, range(start, start + len(found))))
+        if len(new) == len(found) and index.keys().isdisjoint(new):  # the usual case: all names new
+            index.update(new)
+            names.extend(found)
+            dir_of.extend([folder_idx] * len(found))
             return
-        index[key] = len(names)
-        dir_of.append(folder_idx)
-        names.append(name)
+        for n, key in zip(found, keys):  # a name seen before: the first one wins
+            if key in index:
+                again.append((folder_idx, n, key))
+            else:
+                index[key] = len(names)
+                names.append(n)
+                dir_of.append(folder_idx)
 
     for raw in inputs:
         path = os.path.abspath(os.fspath(raw))
         if os.path.isdir(path):
             for folder, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found = sorted(n for n in files if _is_fits(n))
+                if folder == cat_dir and cat_name in found:
+                    found.remove(cat_name)
                 folders.append(folder)
-                k = len(folders) - 1
-                for name in sorted(files):
-                    if (name.lower().endswith(FITS_SUFFIXES) and not name.startswith(".")
-                            and os.path.join(folder, name) != catalog_path):
-                        add(k, name)
+                if found:
+                    add(len(folders) - 1, found)
         elif os.path.lexists(path):
             folders.append(os.path.dirname(path))
-            add(len(folders) - 1, os.path.basename(path))
+            add(len(folders) - 1, [os.path.basename(path)])
         else:
             skipped.append((path, "no such file or directory"))
     return folders, dir_of, names, index, again
@@ -288,42 +298,60 @@ def discover_with_catalog(inputs, catalog: str | os.PathLike) -> CatalogIndex:
     cat = read_catalog(catalog)
     index = CatalogIndex(catalog=cat.path, rows=cat.rows)
     folders, dir_of, names, by_key, again = _walk(inputs, cat.path, index.skipped)
+    dir_of = np.frombuffer(dir_of, np.int32) if len(dir_of) else np.zeros(0, np.int32)
+    sep = os.sep
+
+    def path_of(k: int) -> str:
+        return folders[dir_of[k]] + sep + names[k]
+
     matched = np.full(len(names), -1, np.int64)  # catalogue row of each file found
     program = cat.program
+    found_k, found_pix = [], []
+    get = by_key.get
     for start, piece in _pieces(cat):
         ra = piece["ra"].astype(np.float64)
         dec = piece["dec"].astype(np.float64)
         bad = (ra == _SENTINEL) | (dec == _SENTINEL)
         ra[bad], dec[bad] = np.nan, np.nan
-        pix = radec_to_healpix(ra=ra, dec=dec).tolist()
-        obsid = piece["obsid"].astype(np.int64).tolist()
-        primary, by_obsid = _file_names(piece)
-        for i, (name, alt) in enumerate(zip(primary, by_obsid)):
-            row = start + i
-            k = by_key.get(name)
-            if k is None:
-                k = by_key.get(alt)
-            if k is None:
-                index.missing.append(MissingEntry(path=name, kind="lamost", survey="lamost", program=program,
-                                                  healpix=pix[i], nspec=1, nbytes=0, layout="",
-                                                  obsid=obsid[i], ra=float(ra[i]), dec=float(dec[i]), row=row))
-            elif matched[k] >= 0:
-                index.skipped.append((os.path.join(folders[dir_of[k]], names[k]),
-                                      f"catalogue row {row} (obsid {obsid[i]}) names the same file as row "
-                                      f"{matched[k]}: read once, for that row"))
-            else:
-                matched[k] = row
-                index.entries.append(FileEntry(path=os.path.join(folders[dir_of[k]], names[k]), kind="lamost",
-                                               survey="lamost", program=program, healpix=pix[i], nspec=1,
-                                               nbytes=0, layout=""))
-    index.unlisted = [os.path.join(folders[dir_of[k]], names[k]) for k in np.flatnonzero(matched < 0).tolist()]
+        pix = radec_to_healpix(ra=ra, dec=dec)
+        obsid = piece["obsid"].astype(np.int64)
+        primary = _file_names(piece)
+        k = np.fromiter((get(n, -1) for n in primary), np.int64, len(primary))
+        miss = np.flatnonzero(k < 0)
+        if miss.size:  # files fetched by obsid are named OBSID.fits
+            k[miss] = [get(f"{o}.fits", -1) for o in obsid[miss].tolist()]
+        rows = np.arange(start, start + len(k))
+        for i in np.flatnonzero(k < 0).tolist():
+            index.missing.append(MissingEntry(path=primary[i], kind="lamost", survey="lamost", program=program,
+                                              healpix=int(pix[i]), nspec=1, nbytes=0, layout="",
+                                              obsid=int(obsid[i]), ra=float(ra[i]), dec=float(dec[i]),
+                                              row=int(rows[i])))
+        hit = np.flatnonzero(k >= 0)
+        first = np.zeros(hit.size, bool)
+        first[np.unique(k[hit], return_index=True)[1]] = True
+        new = first & (matched[k[hit]] < 0)
+        matched[k[hit[new]]] = rows[hit[new]]
+        for i in hit[~new].tolist():  # a file some other row names already: read once, for that row
+            index.skipped.append((path_of(k[i]), f"catalogue row {rows[i]} (obsid {obsid[i]}) names the same "
+                                                 f"file as row {matched[k[i]]}: read once, for that row"))
+        found_k.append(k[hit[new]])
+        found_pix.append(pix[hit[new]])
+    k = np.concatenate(found_k) if found_k else np.zeros(0, np.int64)
+    pix = np.concatenate(found_pix) if found_pix else np.zeros(0, np.int32)
+    # (healpix, folder, name) order: folders ranked as "folder/" strings, names sorted within a
+    # folder by the walk (the same as path order unless one folder holds files at several depths)
+    rank = np.empty(len(folders), np.int64)
+    rank[np.argsort(np.array([f + sep for f in folders], dtype=object), kind="stable")] = np.arange(len(folders))
+    order = np.lexsort((k, rank[dir_of[k]], pix))
+    index.entries = [FileEntry(path_of(f), "lamost", "lamost", program, h, 1, 0, "")
+                     for f, h in zip(k[order].tolist(), pix[order].tolist())]
+    index.unlisted = [path_of(f) for f in np.flatnonzero(matched < 0).tolist()]
     for folder_idx, name, key in again:  # a second file of the same name: read at most one
-        k = by_key[key]
-        path = os.path.join(folders[folder_idx], name)
-        if matched[k] >= 0:
-            index.skipped.append((path, f"same file name as {os.path.join(folders[dir_of[k]], names[k])}, "
-                                        f"which is read for catalogue row {matched[k]}"))
+        f = by_key[key]
+        path = folders[folder_idx] + sep + name
+        if matched[f] >= 0:
+            index.skipped.append((path, f"same file name as {path_of(f)}, which is read for catalogue row "
+                                        f"{matched[f]}"))
         else:
             index.unlisted.append(path)
-    index.entries.sort(key=lambda e: (e.healpix, e.path))
     return index

@@ -61,7 +61,8 @@ def make_plan(inputs, *, partition_size: int, model_name: str, model_sha256: str
         for i, part in enumerate(parts)
     ]
     if catalog:
-        records = [_file_record(idx.catalog), [[f["path"] for f in p["files"]] for p in partitions]]
+        paths = hashlib.sha256("\n".join(f["path"] for p in partitions for f in p["files"]).encode()).hexdigest()
+        records = [_file_record(idx.catalog), [len(p["files"]) for p in partitions], paths]
     else:
         records = [_file_record(f["path"]) for p in partitions for f in p["files"]]
     fingerprint = hashlib.sha256(json.dumps([records, partition_size]).encode()).hexdigest()
