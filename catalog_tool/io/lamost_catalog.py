@@ -288,7 +288,8 @@ def discover_with_catalog(inputs, catalog: str | os.PathLike) -> CatalogIndex:
     Returns
     -------
     CatalogIndex
-        ``entries`` (found files, sorted by (healpix, path)), ``missing``, ``unlisted``, ``skipped``.
+        ``entries`` (found files, sorted by (healpix, folder, name): the path order unless a folder
+        holds files at several depths), ``missing``, ``unlisted``, ``skipped``.
 
     Raises
     ------
