@@ -59,15 +59,9 @@ def plan(inputs, partition_size, as_json, catalog):
     name). Files that cannot be used are listed as skipped, with the reason.
     """
     from catalog_tool.io import release
+    from catalog_tool.pipeline.plan import discover
 
-    if catalog:
-        from catalog_tool.io.lamost_catalog import discover_with_catalog
-
-        idx = discover_with_catalog(inputs, catalog)
-        planned = idx.entries + idx.missing
-    else:
-        idx = release.discover(inputs)
-        planned = idx.entries
+    idx, planned = discover(inputs, catalog)
     parts = release.partition(planned, target_spectra=partition_size or release.DEFAULT_PARTITION_SPECTRA)
     if as_json:
         data = release.plan_to_dict(idx, parts)

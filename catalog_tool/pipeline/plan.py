@@ -12,7 +12,7 @@ import os
 
 from catalog_tool.io import release
 
-__all__ = ["make_plan"]
+__all__ = ["make_plan", "discover"]
 
 
 def _file_record(path: str) -> list:
@@ -26,6 +26,18 @@ def _file_dict(e) -> dict:
     if getattr(e, "row", None) is not None:  # a catalogue row whose file is missing: a flagged VAC row
         d.update(missing=True, obsid=int(e.obsid), ra=float(e.ra), dec=float(e.dec), catalog_row=int(e.row))
     return d
+
+
+def discover(inputs, catalog: str | None = None) -> tuple["release.ReleaseIndex", list]:
+    """The index of ``inputs`` and the entries to plan: its files, plus with a LAMOST ``catalog``
+    the rows whose file is missing (:class:`~catalog_tool.io.lamost_catalog.MissingEntry`)."""
+    if catalog:
+        from catalog_tool.io.lamost_catalog import discover_with_catalog
+
+        idx = discover_with_catalog(inputs, catalog)
+        return idx, idx.entries + idx.missing
+    idx = release.discover(inputs)
+    return idx, idx.entries
 
 
 def make_plan(inputs, *, partition_size: int, model_name: str, model_sha256: str, settings: dict,
@@ -46,14 +58,7 @@ def make_plan(inputs, *, partition_size: int, model_name: str, model_sha256: str
     index : ReleaseIndex
         The discovered files (for the log and the summary).
     """
-    if catalog:
-        from catalog_tool.io.lamost_catalog import discover_with_catalog
-
-        idx = discover_with_catalog(inputs, catalog)
-        planned = idx.entries + idx.missing
-    else:
-        idx = release.discover(inputs)
-        planned = idx.entries
+    idx, planned = discover(inputs, catalog)
     parts = release.partition(planned, target_spectra=partition_size)
     partitions = [
         {"index": i, "pixels": [int(p) for p in part.pixels], "files": [_file_dict(e) for e in part.files],
