@@ -27,20 +27,27 @@ from catalog_tool.io.fitsutil import (
     read_image_rows,
     read_keywords,
 )
-from catalog_tool.io.release import FileEntry, pixel_of_targets, radec_to_healpix
+from catalog_tool.io.entry import FileEntry, pixel_of_targets, radec_to_healpix, text_column
 
 __all__ = [
     "ARMS",
+    "ARM_RANGES",
     "FIBERMAP_COLUMNS",
     "REDROCK_COLUMNS",
     "read_coadd",
     "scan_coadd",
     "find_redrock",
     "classify",
+    "sniff",
+    "arms_covering",
+    "read_files",
+    "select_stars",
 ]
 
 #: The DESI spectrograph arms, in wavelength order.
 ARMS = ("B", "R", "Z")
+#: Observed wavelength range (A) of each arm's pixels (all releases so far).
+ARM_RANGES = {"B": (3600.0, 5800.0), "R": (5760.0, 7620.0), "Z": (7520.0, 9824.0)}
 
 #: FIBERMAP columns read. Required ones raise when absent; the others get a fill value.
 FIBERMAP_REQUIRED = ("TARGETID", "TARGET_RA", "TARGET_DEC")
@@ -450,3 +457,63 @@ def scan_coadd(path: str | os.PathLike) -> FileEntry:
                                      dec=np.asarray(table["TARGET_DEC"], dtype=np.float64)[real])
     return FileEntry(path=path, kind="desi", survey=survey, program=program, healpix=int(pixel),
                      nspec=int(nrows), nbytes=os.path.getsize(path), layout=layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# what the reader registry (catalog_tool.io.readers) asks of a survey
+# ---------------------------------------------------------------------------------------------
+_SPECTRA_FILE = ("uncoadded DESI spectra file (one FIBERMAP row per exposure); "
+                 "stxcat reads the coadd files")
+
+
+def sniff(fits) -> tuple[str, str | None] | None:
+    """Discovery's question to this reader about an open file: ``("read", None)`` for a coadd,
+    ``("companion", None)`` for a redrock-like companion (read with its coadd), ``("skip", reason)``
+    for an uncoadded spectra file, None for anything that is not a DESI spectro file."""
+    kind = classify(fits)
+    if kind == "coadd":
+        return "read", None
+    if kind == "companion":
+        return "companion", None
+    if kind == "spectra":
+        return "skip", _SPECTRA_FILE
+    return None
+
+
+def arms_covering(lo: float, hi: float) -> tuple[str, ...]:
+    """The arms with pixels in the observed range [lo, hi] (A), in wavelength order."""
+    return tuple(a for a, (a0, a1) in ARM_RANGES.items() if a0 <= hi and a1 >= lo)
+
+
+def read_files(paths, *, wave_range=None) -> tuple[list[SpectraBatch], list[tuple[str, str]]]:
+    """Read coadds one by one: a batch per readable file, ``(path, reason)`` per file that is not.
+
+    ``wave_range`` is the observed range (A) preprocessing will use
+    (:func:`catalog_tool.preprocess.chain.needed_observed_range`): only the arms covering it are
+    read (:func:`arms_covering`); every arm when None.
+    """
+    arms = ARMS if wave_range is None else arms_covering(*wave_range)
+    batches, failures = [], []
+    for path in paths:
+        try:
+            batches.append(read_coadd(path, arms=arms))
+        except InputFileError as exc:
+            failures.append((exc.path, exc.problem))
+    return batches, failures
+
+
+def select_stars(meta: dict) -> np.ndarray:
+    """Rows of a DESI batch to estimate: redrock ``SPECTYPE == 'STAR'``; where redrock says nothing
+    (no companion file, or the target not in it), Milky Way Survey targets (``MWS_TARGET != 0``).
+
+    A redrock classification always wins over the targeting bit: MWS targets that redrock calls
+    GALAXY or QSO are not estimated. Sky and unassigned fibres are left to
+    :func:`catalog_tool.select.is_target`.
+    """
+    n = len(meta["TARGETID"])
+    spectype = text_column(meta["SPECTYPE"]) if "SPECTYPE" in meta else np.full(n, "")
+    has_redrock = spectype != ""
+    star = has_redrock & (spectype == "STAR")
+    if "MWS_TARGET" in meta:
+        star |= ~has_redrock & (np.asarray(meta["MWS_TARGET"]).astype(np.int64) != 0)
+    return star

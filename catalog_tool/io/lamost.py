@@ -41,7 +41,7 @@ from catalog_tool.errors import (
     UnknownLayoutError,
 )
 from catalog_tool.io.fitsutil import open_fits, read_error
-from catalog_tool.io.release import FileEntry, radec_to_healpix
+from catalog_tool.io.entry import FileEntry, radec_to_healpix, text_column
 
 __all__ = [
     "LAYOUTS",
@@ -54,6 +54,8 @@ __all__ = [
     "read_lamost_files",
     "scan_lamost",
     "synthetic_obsid",
+    "read_files",
+    "select_stars",
 ]
 
 LAYOUTS = ("dr1", "dr7", "dr10")
@@ -489,3 +491,21 @@ def scan_lamost(path: str | os.PathLike) -> FileEntry:
     row = _header_meta(path, header, layout, [])
     return FileEntry(path=path, kind="lamost", survey="lamost", program=row["PROGRAM"],
                      healpix=row["HEALPIX"], nspec=1, nbytes=os.path.getsize(path), layout=layout)
+
+
+# ----------------------------------------------------------------------------------------------
+# What the reader registry (catalog_tool.io.readers) asks of a survey
+# ----------------------------------------------------------------------------------------------
+
+def read_files(paths, *, wave_range=None) -> tuple[list[SpectraBatch], list[tuple[str, str]]]:
+    """Read many files into one batch (none when every file failed), plus ``(path, reason)`` per
+    failed file (:func:`read_lamost_files`). ``wave_range`` is not used: a file holds one arm."""
+    batch, failures = read_lamost_files(paths)
+    return ([batch] if len(batch) else []), failures
+
+
+def select_stars(meta: dict) -> np.ndarray:
+    """Rows of a LAMOST batch to estimate: the LAMOST pipeline's ``CLASS == 'STAR'``."""
+    if "CLASS" not in meta:
+        return np.zeros(len(meta["TARGETID"]), bool)
+    return text_column(meta["CLASS"]) == "STAR"

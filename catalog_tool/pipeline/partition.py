@@ -16,16 +16,12 @@ import numpy as np
 
 from catalog_tool.batch import SpectraBatch
 from catalog_tool.errors import InputFileError, StxcatError
+from catalog_tool.io.readers import read_groups
 from catalog_tool.select import is_star, is_target
 
 __all__ = ["run_partition", "process_files", "prepare_targets", "finish_targets",
            "cached_bundle", "remember_bundle", "run_settings", "thresholds_of", "provenance",
-           "DESI_ARM_RANGES", "CHUNK_ROWS"]
-
-#: Wavelength coverage of the DESI arms (A): which arms a model grid needs.
-DESI_ARM_RANGES = {"B": (3600.0, 5800.0), "R": (5760.0, 7620.0), "Z": (7520.0, 9824.0)}
-#: Largest |v|/c a spectrum may have and still be shifted inside the arms read (3000 km/s).
-_MAX_Z = 0.01
+           "CHUNK_ROWS"]
 
 _cache: dict = {}
 _cache_lock = threading.Lock()
@@ -91,33 +87,6 @@ def provenance(cfg, bundle, device: str, settings: dict):
                       extra=(("DEVICE", device, "inference device"),) + vac_cards(bundle.manifest))
 
 
-def arms_needed(lo: float, hi: float) -> tuple[str, ...]:
-    """DESI arms overlapping the observed range needed for rest-frame [lo, hi]."""
-    lo, hi = lo * (1 - _MAX_Z), hi * (1 + _MAX_Z)
-    return tuple(a for a, (a_lo, a_hi) in DESI_ARM_RANGES.items() if a_hi > lo and a_lo < hi)
-
-
-def _read(files: list[dict], arms: tuple[str, ...]) -> tuple[list[SpectraBatch], list[tuple[str, str]]]:
-    """Read a partition's files: batches (one per DESI file, one for all LAMOST files) and failures."""
-    from catalog_tool.io import desi, lamost
-
-    batches, failures = [], []
-    for f in files:
-        if f["kind"] != "desi":
-            continue
-        try:
-            batches.append(desi.read_coadd(f["path"], arms=arms))
-        except InputFileError as exc:
-            failures.append((exc.path, exc.problem))
-    lamost_paths = [f["path"] for f in files if f["kind"] == "lamost"]
-    if lamost_paths:
-        batch, failed = lamost.read_lamost_files(lamost_paths)
-        failures.extend(failed)
-        if len(batch):
-            batches.append(batch)
-    return batches, failures
-
-
 class _Prepared:
     """The numpy half of a chunk's work (selection, preprocessing), ready for inference."""
 
@@ -127,15 +96,16 @@ class _Prepared:
         self.meta, self.star, self.diag, self.ok, self.flux, self.ivar = meta, star, diag, ok, flux, ivar
 
 
-def prepare_targets(batch: SpectraBatch, *, grid, settings) -> _Prepared:
+def prepare_targets(batch: SpectraBatch, *, kind: str, grid, settings) -> _Prepared:
     """Select stars among a batch of targets and preprocess them (no torch; runs in the reader thread).
 
-    ``batch`` holds targets only (see :func:`catalog_tool.select.is_target`).
+    ``batch`` holds targets only (see :func:`catalog_tool.select.is_target`), read by the ``kind``
+    reader (whose star selection applies).
     """
     from catalog_tool.preprocess.chain import preprocess_batch
 
     meta, n = batch.meta, len(batch)
-    star = is_star(meta)
+    star = is_star(meta, kind=kind)
     diag = {"SNR_MEDIAN": np.full(n, np.nan, np.float32), "BAD_FRAC": np.full(n, np.nan, np.float32),
             "COVERAGE": np.full(n, np.nan, np.float32), "COVERED": np.ones(n, bool),
             "CONT_OK": np.ones(n, bool), "PREPROC_OK": np.zeros(n, bool)}
@@ -199,8 +169,9 @@ CHUNK_ROWS = 1024
 _DONE = object()
 
 
-def _producer(groups, arms, grid, settings, out: "queue.Queue", stop: threading.Event) -> None:
-    """Reader thread: read each group, select targets, preprocess, and queue the chunks in order."""
+def _producer(files, wave_range, grid, settings, out: "queue.Queue", stop: threading.Event) -> None:
+    """Reader thread: read the files group by group (:func:`catalog_tool.io.readers.read_groups`),
+    select targets, preprocess, and queue the chunks in order."""
 
     def put(item):
         while not stop.is_set():
@@ -211,8 +182,7 @@ def _producer(groups, arms, grid, settings, out: "queue.Queue", stop: threading.
                 continue
 
     try:
-        for group in groups:
-            batches, failed = _read(group, arms)
+        for reader, batches, failed in read_groups(files, wave_range=wave_range):
             put(("failed", failed))
             for batch in batches:
                 kind = np.char.upper(np.asarray(batch.meta["FIBER_KIND"]).astype(str))
@@ -223,7 +193,7 @@ def _producer(groups, arms, grid, settings, out: "queue.Queue", stop: threading.
                     if stop.is_set():
                         return
                     chunk = targets.take(np.arange(start, min(start + CHUNK_ROWS, len(targets))))
-                    put(("chunk", prepare_targets(chunk, grid=grid, settings=settings)))
+                    put(("chunk", prepare_targets(chunk, kind=reader.kind, grid=grid, settings=settings)))
         put(("end", None))
     except BaseException as exc:  # handed to the consumer, which re-raises it in the task
         put(("error", exc))
@@ -249,21 +219,19 @@ def process_files(files: list[dict], *, bundle, device: str, batch_size: int, th
     counts : dict
         ``targets``, ``stars``, ``sky``, ``unassigned`` for the log.
     """
+    from catalog_tool.preprocess.chain import needed_observed_range
     from catalog_tool.vac.datamodel import empty_table
     from catalog_tool.vac.flags import FlagThresholds
 
     thresholds = thresholds or FlagThresholds()
     grid, settings = _bundle_inputs(bundle)
-    arms = _arms_for(bundle)
-    groups = [[f] for f in files if f["kind"] == "desi"]
-    lamost_files = [f for f in files if f["kind"] != "desi"]
-    if lamost_files:
-        groups.append(lamost_files)
+    # preprocessing alone says which wavelengths it reads; the readers read only what covers them
+    wave_range = needed_observed_range(grid=grid, settings=settings)
     parts, failures = [], []
     counts = {"targets": 0, "stars": 0, "sky": 0, "unassigned": 0}
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
-    reader = threading.Thread(target=_producer, args=(groups, arms, grid, settings, q, stop),
+    reader = threading.Thread(target=_producer, args=(files, wave_range, grid, settings, q, stop),
                               name="stxcat-reader", daemon=True)
     reader.start()
     try:
@@ -291,21 +259,6 @@ def process_files(files: list[dict], *, bundle, device: str, batch_size: int, th
         stop.set()
         reader.join()
     return (np.concatenate(parts) if parts else empty_table(0)), failures, counts
-
-
-_arms_cache: dict = {}
-
-
-def _arms_for(bundle) -> tuple[str, ...]:
-    """DESI arms a bundle needs (computed once per bundle, not per partition)."""
-    key = bundle.sha256
-    if key not in _arms_cache:
-        from catalog_tool.preprocess.chain import needed_range
-
-        grid, settings = _bundle_inputs(bundle)
-        lo, hi, _, _ = needed_range(grid=grid, settings=settings)
-        _arms_cache[key] = arms_needed(lo, hi)
-    return _arms_cache[key]
 
 
 def run_partition(part: dict, *, work_dir: str, model: str, model_sha256: str, device: str,

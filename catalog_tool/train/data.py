@@ -169,8 +169,9 @@ def load_labelled(inputs, *, labels_path: str, names: list[str], grid, settings,
     LabelledSet, list of (path, reason)
         The set (only preprocessed-OK rows) and the files that could not be read.
     """
-    from catalog_tool.io import desi, lamost, release
-    from catalog_tool.preprocess.chain import preprocess_batch
+    from catalog_tool.io import release
+    from catalog_tool.io.readers import read_groups
+    from catalog_tool.preprocess.chain import needed_observed_range, preprocess_batch
 
     options = options or LabelOptions()
     key = _cache_key(inputs, labels_path=labels_path, names=names, grid=grid, settings=settings, options=options)
@@ -186,38 +187,29 @@ def load_labelled(inputs, *, labels_path: str, names: list[str], grid, settings,
         raise ConfigError(f"label table {labels_path}: {exc}") from None
     idx = release.discover(inputs)
     failures = list(idx.skipped)
-    batches = []
-    for e in idx.entries:
-        if e.kind == "desi":
-            try:
-                batches.append(desi.read_coadd(e.path, arms=("B", "R", "Z")))
-            except InputFileError as exc:
-                failures.append((exc.path, exc.problem))
-    lam = [e.path for e in idx.entries if e.kind == "lamost"]
-    if lam:
-        b, failed = lamost.read_lamost_files(lam)
-        failures += failed
-        if len(b):
-            batches.append(b)
     flux, ivar, tids, snr, survey = [], [], [], [], []
     labels = {n: [] for n in names}
     errors = {n: [] for n in names if n.upper() in table.errors}
-    for batch in batches:
-        rows, trow = _match_rows(table, batch.meta) if len(table) else (np.zeros(0, int), np.zeros(0, int))
-        if not len(rows):
-            continue
-        sub = batch.take(rows)
-        pre = preprocess_batch(sub, grid=grid, settings=settings)
-        ok = pre.diagnostics["PREPROC_OK"]
-        flux.append(pre.flux[ok])
-        ivar.append(pre.ivar[ok])
-        tids.append(sub.meta["TARGETID"][ok])
-        snr.append(pre.diagnostics["SNR_MEDIAN"][ok])
-        survey.append(np.asarray(sub.meta["SURVEY"]).astype("U16")[ok])
-        for n in names:
-            labels[n].append(table.labels[n.upper()][trow][ok])
-        for n in errors:
-            errors[n].append(table.errors[n.upper()][trow][ok])
+    # the wavelengths annotate reads, so a training set is preprocessed exactly as annotate will
+    wave_range = needed_observed_range(grid=grid, settings=settings)
+    for _, batches, failed in read_groups(idx.entries, wave_range=wave_range):  # one group in memory at a time
+        failures += failed
+        for batch in batches:
+            rows, trow = _match_rows(table, batch.meta) if len(table) else (np.zeros(0, int), np.zeros(0, int))
+            if not len(rows):
+                continue
+            sub = batch.take(rows)
+            pre = preprocess_batch(sub, grid=grid, settings=settings)
+            ok = pre.diagnostics["PREPROC_OK"]
+            flux.append(pre.flux[ok])
+            ivar.append(pre.ivar[ok])
+            tids.append(sub.meta["TARGETID"][ok])
+            snr.append(pre.diagnostics["SNR_MEDIAN"][ok])
+            survey.append(np.asarray(sub.meta["SURVEY"]).astype("U16")[ok])
+            for n in names:
+                labels[n].append(table.labels[n.upper()][trow][ok])
+            for n in errors:
+                errors[n].append(table.errors[n.upper()][trow][ok])
     if not flux:
         raise ConfigError(f"no spectrum in {', '.join(map(str, inputs))} matches the label table {labels_path} "
                           f"({table.summary()})")

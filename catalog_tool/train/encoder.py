@@ -478,9 +478,9 @@ def load_spectra(inputs, *, grid=None, settings=None, stars_only: bool = True) -
         Counts: files used, files skipped (with reasons), spectra read, not stars, preprocessing
         failures; nothing is left out without being counted here.
     """
-    from catalog_tool.errors import InputFileError
-    from catalog_tool.io import desi, lamost, release
-    from catalog_tool.preprocess.chain import preprocess_batch
+    from catalog_tool.io import release
+    from catalog_tool.io.readers import read_groups
+    from catalog_tool.preprocess.chain import needed_observed_range, preprocess_batch
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
     from catalog_tool.select import is_star
@@ -489,38 +489,31 @@ def load_spectra(inputs, *, grid=None, settings=None, stars_only: bool = True) -
     settings = settings or PreprocessSettings()
     idx = release.discover(list(inputs))
     failures = list(idx.skipped)
-    batches = []
-    for e in idx.entries:
-        if e.kind == "desi":
-            try:
-                batches.append(desi.read_coadd(e.path))
-            except InputFileError as exc:  # a damaged file is reported, not fatal
-                failures.append((exc.path, exc.problem))
-    lam = [e.path for e in idx.entries if e.kind == "lamost"]
-    if lam:
-        b, failed = lamost.read_lamost_files(lam)
-        failures.extend(failed)
-        if len(b):
-            batches.append(b)
-    if not batches:
-        raise ConfigError(f"no readable spectra in {list(inputs)} ({len(failures)} file(s) skipped)")
     fluxes, ivars, metas = [], [], []
     counts = {"spectra_read": 0, "not_star": 0, "preprocess_failed": 0}
+    nbatches = 0
     # DESI (B, R, Z) and LAMOST (LRS) batches have different arms: preprocess each onto the
-    # common grid, then stack the arrays.
-    for batch in batches:
-        star = is_star(batch.meta) if stars_only else np.ones(len(batch), bool)
-        counts["spectra_read"] += len(batch)
-        counts["not_star"] += int((~star).sum())
-        if not star.any():
-            continue
-        batch = batch.take(np.flatnonzero(star))
-        pre = preprocess_batch(batch, grid=grid, settings=settings)
-        ok = np.asarray(pre.diagnostics["PREPROC_OK"], bool)
-        counts["preprocess_failed"] += int((~ok).sum())
-        fluxes.append(pre.flux[ok])
-        ivars.append(pre.ivar[ok])
-        metas.append({k: np.asarray(v)[ok] for k, v in batch.meta.items() if np.ndim(v) == 1 and len(v) == len(batch)})
+    # common grid, then stack the arrays. A damaged file is reported, not fatal.
+    groups = read_groups(idx.entries, wave_range=needed_observed_range(grid=grid, settings=settings))
+    for reader, batches, failed in groups:
+        failures.extend(failed)
+        for batch in batches:
+            nbatches += 1
+            star = is_star(batch.meta, kind=reader.kind) if stars_only else np.ones(len(batch), bool)
+            counts["spectra_read"] += len(batch)
+            counts["not_star"] += int((~star).sum())
+            if not star.any():
+                continue
+            batch = batch.take(np.flatnonzero(star))
+            pre = preprocess_batch(batch, grid=grid, settings=settings)
+            ok = np.asarray(pre.diagnostics["PREPROC_OK"], bool)
+            counts["preprocess_failed"] += int((~ok).sum())
+            fluxes.append(pre.flux[ok])
+            ivars.append(pre.ivar[ok])
+            metas.append({k: np.asarray(v)[ok] for k, v in batch.meta.items()
+                          if np.ndim(v) == 1 and len(v) == len(batch)})
+    if not nbatches:
+        raise ConfigError(f"no readable spectra in {list(inputs)} ({len(failures)} file(s) skipped)")
     if not fluxes or sum(len(f) for f in fluxes) == 0:
         raise ConfigError(f"no usable star spectra in {list(inputs)}: {counts}")
     keys = set.intersection(*(set(m) for m in metas))

@@ -27,12 +27,13 @@ from catalog_tool.vac import flags as fl
 from pipeline_helpers import read_table, run_annotate
 
 
-def _expected(batch, bundle, thresholds=fl.FlagThresholds()) -> dict:
-    """VAC values of the targets of ``batch``, computed with the library functions alone."""
+def _expected(batch, bundle, *, kind, thresholds=fl.FlagThresholds()) -> dict:
+    """VAC values of the targets of ``batch`` (read by the ``kind`` reader), computed with the
+    library functions alone."""
     batch = batch.take(np.flatnonzero(is_target(batch.meta)))
     meta, n = batch.meta, len(batch)
     names = bundle.label_names
-    star = is_star(meta)
+    star = is_star(meta, kind=kind)
     values = np.full((n, len(names)), np.nan, np.float32)
     errors, ens = values.copy(), values.copy()
     snr = np.full(n, np.nan, np.float32)
@@ -98,7 +99,7 @@ def test_desi_vac_values_equal_preprocess_and_predict_outside_the_pipeline(refer
     bundle = load_bundle(tiny_bundle)
     coadds = sorted(glob.glob(os.path.join(desi_release.out, "healpix", "**", "coadd-*.fits"), recursive=True))
     # every arm read here: the pipeline reads only those the model needs, which must not matter
-    expected = [_expected(desi.read_coadd(p), bundle) for p in coadds]
+    expected = [_expected(desi.read_coadd(p), bundle, kind="desi") for p in coadds]
     vac = read_table(reference_vac)
     estimated = _compare(vac, expected, bundle.label_names)
     assert 0 < estimated < len(vac)
@@ -116,7 +117,7 @@ def test_lamost_vac_values_equal_preprocess_and_predict_outside_the_pipeline(tmp
     batch, failed = lamost.read_lamost_files(files)
     assert not failed
     vac = read_table(tmp_path / "lam.fits")
-    assert 0 < _compare(vac, [_expected(batch, bundle)], bundle.label_names) < len(vac)
+    assert 0 < _compare(vac, [_expected(batch, bundle, kind="lamost")], bundle.label_names) < len(vac)
 
 
 def test_flags_use_the_thresholds_recorded_in_the_plan(tmp_path, monkeypatch, desi_release, tiny_bundle):
@@ -141,11 +142,44 @@ def test_flags_use_the_thresholds_recorded_in_the_plan(tmp_path, monkeypatch, de
     bundle = load_bundle(tiny_bundle)
     coadds = sorted(glob.glob(os.path.join(desi_release.out, "healpix", "**", "coadd-*.fits"), recursive=True))
     vac = read_table(out)
-    _compare(vac, [_expected(desi.read_coadd(p), bundle, strict) for p in coadds], bundle.label_names)
+    _compare(vac, [_expected(desi.read_coadd(p), bundle, kind="desi", thresholds=strict) for p in coadds],
+             bundle.label_names)
     bits = {f.name: f.value for f in fl.FLAG_BITS}
     assert np.any(vac["FLAGS"] & bits["ENSEMBLE_DISAGREE"])  # the strict limits bite
     for ext in (0, "STELLAR_PARAMS"):
         assert json.loads(fitsio.read_header(out, ext=ext)["FLAGTHR"]) == strict.to_dict()
+
+
+
+def test_rest_frame_model_reads_what_high_velocity_stars_need(tmp_path, desi_release, tiny_bundle):
+    """A rest-frame model (with resolution matching): stars at +-2700 km/s shift preprocessing's
+    range into the R arm. The pipeline reads the arms preprocessing asks for, so its values equal
+    the library's on the whole spectrum; the B arm alone (its choice before) gives other values."""
+    import json
+    import shutil
+
+    from astropy.io import fits as afits
+
+    model = tmp_path / "rest"
+    shutil.copytree(tiny_bundle, model)
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["preprocess"].update(rest_frame=True, lsf_match_R=1800.0)
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    coadd = sorted(glob.glob(os.path.join(desi_release.out, "healpix", "**", "coadd-*.fits"), recursive=True))[0]
+    rel = tmp_path / "rel"
+    rel.mkdir()
+    for src in (coadd, desi.find_redrock(coadd)):
+        shutil.copy(src, rel / os.path.basename(src))
+    with afits.open(rel / os.path.basename(desi.find_redrock(coadd)), mode="update") as hdul:
+        z = hdul["REDSHIFTS"].data["Z"]
+        z[:] = np.where(np.arange(len(z)) % 2 == 0, 0.009, -0.009)
+    run_annotate([rel], tmp_path / "vac.fits", os.fspath(model), partition_size=1000)
+    bundle = load_bundle(model)
+    vac = read_table(tmp_path / "vac.fits")
+    path = os.fspath(rel / os.path.basename(coadd))
+    assert _compare(vac, [_expected(desi.read_coadd(path), bundle, kind="desi")], bundle.label_names) > 0
+    with pytest.raises(AssertionError):  # the test has teeth: reading the B arm alone would fail it
+        _compare(vac, [_expected(desi.read_coadd(path, arms=("B",)), bundle, kind="desi")], bundle.label_names)
 
 
 #: The published bits of FLAGS. Written out by hand on purpose: a bit renumbered, renamed, moved in
