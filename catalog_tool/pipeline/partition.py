@@ -56,10 +56,10 @@ def run_settings(cfg, bundle) -> dict:
     from here (see :func:`thresholds_of`).
     """
     from catalog_tool.models.calibration import is_calibrated, manifest_sha256
-    from catalog_tool.vac.flags import FlagThresholds
+    from catalog_tool.vac.flags import DEFAULT_THRESHOLDS
 
     out = {"grid": bundle.grid, "preprocess": bundle.preprocess,
-           "thresholds": FlagThresholds().to_dict(), "partition_size": cfg.partition_size}
+           "thresholds": DEFAULT_THRESHOLDS.to_dict(), "partition_size": cfg.partition_size}
     if is_calibrated(bundle.manifest):  # same weights, other values: a resume must not mix the two
         out["calibrated_manifest"] = manifest_sha256(bundle.manifest)
     return out
@@ -221,9 +221,9 @@ def process_files(files: list[dict], *, bundle, device: str, batch_size: int, th
     """
     from catalog_tool.preprocess.chain import needed_observed_range
     from catalog_tool.vac.datamodel import empty_table
-    from catalog_tool.vac.flags import FlagThresholds
+    from catalog_tool.vac.flags import DEFAULT_THRESHOLDS
 
-    thresholds = thresholds or FlagThresholds()
+    thresholds = thresholds or DEFAULT_THRESHOLDS
     grid, settings = _bundle_inputs(bundle)
     # preprocessing alone says which wavelengths it reads; the readers read only what covers them
     wave_range = needed_observed_range(grid=grid, settings=settings)

@@ -25,6 +25,7 @@ __all__ = [
     "FLAG_BITS",
     "BAD_MASK",
     "FlagThresholds",
+    "DEFAULT_THRESHOLDS",
     "compute_flags",
     "flag_bad",
     "flag_names",
@@ -145,6 +146,12 @@ class FlagThresholds:
         return cls(**d)
 
 
+#: The default thresholds: the only ``FlagThresholds()`` in the package. A run chooses its
+#: thresholds once (``pipeline.partition.run_settings``, recorded in the plan and in ``FLAGTHR``)
+#: and everything downstream reads them back from there.
+DEFAULT_THRESHOLDS = FlagThresholds()
+
+
 def in_domain(*, values: np.ndarray, lo, hi) -> np.ndarray:
     """True for rows whose finite values all lie inside ``[lo, hi]``, per column.
 
@@ -195,7 +202,7 @@ def compute_flags(
     estimated=None,
     zwarn=None,
     fiberstatus=None,
-    thresholds: FlagThresholds = FlagThresholds(),
+    thresholds: FlagThresholds = DEFAULT_THRESHOLDS,
 ) -> np.ndarray:
     """Compose the ``FLAGS`` bitmask of N rows from their diagnostics.
 
@@ -330,7 +337,7 @@ def render_markdown() -> str:
     lines.append("")
     lines.append(f"`FLAG_BAD = (FLAGS & {BAD_MASK}) != 0`: bits "
                  + ", ".join(f"`{f.name}`" for f in FLAG_BITS if f.bad) + ".")
-    d = FlagThresholds()
+    d = DEFAULT_THRESHOLDS
     lines.append("")
     lines.append("Default thresholds (`catalog_tool.vac.flags.FlagThresholds`): "
                  f"`min_snr={d.min_snr}`, `max_bad_frac={d.max_bad_frac}`, `max_ensemble_std=` "

@@ -26,7 +26,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import fitsio
 import numpy as np
@@ -107,7 +107,7 @@ class Provenance:
     input_release: str
     date: str | None = None
     stxcat_version: str = __version__
-    thresholds: fl.FlagThresholds = field(default_factory=fl.FlagThresholds)
+    thresholds: fl.FlagThresholds = fl.DEFAULT_THRESHOLDS
     extra: tuple = ()
 
     def resolved(self) -> "Provenance":
@@ -165,7 +165,7 @@ class Provenance:
             input_release=str(get("INPUT")),
             date=str(get("DATE")) or None,
             stxcat_version=str(get("STXCVER")),
-            thresholds=fl.FlagThresholds.from_dict(json.loads(thr)) if thr else fl.FlagThresholds(),
+            thresholds=fl.FlagThresholds.from_dict(json.loads(thr)) if thr else fl.DEFAULT_THRESHOLDS,
             extra=tuple(extra),
         )
 

@@ -27,7 +27,7 @@ from catalog_tool.vac import flags as fl
 from pipeline_helpers import read_table, run_annotate
 
 
-def _expected(batch, bundle, *, kind, thresholds=fl.FlagThresholds()) -> dict:
+def _expected(batch, bundle, *, kind, thresholds=fl.DEFAULT_THRESHOLDS) -> dict:
     """VAC values of the targets of ``batch`` (read by the ``kind`` reader), computed with the
     library functions alone."""
     batch = batch.take(np.flatnonzero(is_target(batch.meta)))

@@ -128,3 +128,24 @@ def test_flag_names_and_cards():
 def test_thresholds_round_trip():
     t = fl.FlagThresholds(min_snr=7.5, max_ensemble_std=(("TEFF", 100.0),))
     assert fl.FlagThresholds.from_dict(t.to_dict()) == t
+
+
+def test_the_default_thresholds_are_built_in_one_place():
+    """A run's thresholds are chosen once (pipeline.partition.run_settings) and read back from the
+    plan; every default is the one DEFAULT_THRESHOLDS object, never a second ``FlagThresholds()``."""
+    import ast
+    import inspect
+    import pathlib
+
+    import catalog_tool
+    from catalog_tool.vac.write import Provenance
+
+    calls = []
+    for path in sorted(pathlib.Path(catalog_tool.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "FlagThresholds":
+                calls.append(f"{path.name}:{node.lineno}")
+    assert len(calls) == 1 and calls[0].startswith("flags.py:"), calls
+    assert inspect.signature(fl.compute_flags).parameters["thresholds"].default is fl.DEFAULT_THRESHOLDS
+    assert Provenance("m", "sha", "cmd", "in").thresholds is fl.DEFAULT_THRESHOLDS
+    assert fl.DEFAULT_THRESHOLDS == fl.FlagThresholds.from_dict(fl.DEFAULT_THRESHOLDS.to_dict())
