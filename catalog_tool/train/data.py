@@ -5,7 +5,8 @@ folders, single files), keeps the targets that appear in a label table, preproce
 the model's grid and settings, and returns arrays ready for training. The label table is FITS or
 CSV, read by :func:`catalog_tool.train.labels.read_labels` (column map, presets for APOGEE and
 GALAH, ``--where`` cuts, missing values, duplicates), and joined by ``TARGETID`` (DESI; LAMOST
-``OBSID`` is the TARGETID) -- or, when the table has no id column, by sky position (within 1 arcsec).
+``OBSID`` is the TARGETID) -- or, when the table has no id column, by sky position (one-to-one
+within 1 arcsec, nearest first).
 
 The result can be cached to an ``.npz`` (no pickle) so a training run preprocesses its spectra once.
 """
@@ -21,6 +22,7 @@ import numpy as np
 
 from catalog_tool.errors import ConfigError, InputFileError
 from catalog_tool.train.labels import MATCH_ARCSEC, LabelOptions, LabelTable, describe, read_labels
+from catalog_tool.train.skymatch import match_sky
 
 __all__ = ["LabelledSet", "read_label_table", "load_labelled", "LABEL_UNITS"]
 
@@ -101,8 +103,9 @@ def read_label_table(path: str) -> dict:
 
 
 def _match_rows(table: LabelTable, meta: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (rows of meta, rows of table) of matched targets: by id when the table has one, else
-    by position (the nearest table star within 1 arcsec)."""
+    """Indices (rows of meta, rows of table) of matched targets: by id when the table has one (every
+    spectrum of a labelled TARGETID), else by position: one-to-one within 1 arcsec, nearest first
+    (:func:`catalog_tool.train.skymatch.match_sky`), so a table star labels one spectrum only."""
     if table.targetid is not None:
         tid = table.targetid
         order = np.argsort(tid, kind="stable")
@@ -110,15 +113,8 @@ def _match_rows(table: LabelTable, meta: dict) -> tuple[np.ndarray, np.ndarray]:
         pos = np.clip(pos, 0, len(tid) - 1)
         hit = tid[order][pos] == meta["TARGETID"]
         return np.flatnonzero(hit), order[pos[hit]]
-    from astropy.coordinates import SkyCoord
-    import astropy.units as u
-
-    ok = np.flatnonzero(np.isfinite(table.ra) & np.isfinite(table.dec))
-    a = SkyCoord(np.asarray(meta["TARGET_RA"], float) * u.deg, np.asarray(meta["TARGET_DEC"], float) * u.deg)
-    b = SkyCoord(table.ra[ok] * u.deg, table.dec[ok] * u.deg)
-    idx, sep, _ = a.match_to_catalog_sky(b)
-    hit = sep.arcsec < MATCH_ARCSEC
-    return np.flatnonzero(hit), ok[idx[hit]]
+    return match_sky(ra_a=meta["TARGET_RA"], dec_a=meta["TARGET_DEC"], ra_b=table.ra, dec_b=table.dec,
+                     radius_arcsec=MATCH_ARCSEC)
 
 
 def _cache_key(inputs, *, labels_path: str, names, grid, settings, options: LabelOptions) -> str:

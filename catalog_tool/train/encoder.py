@@ -49,7 +49,7 @@ from catalog_tool.train.pretrain import fit_members, label_matrix, pretrain
 from catalog_tool.train.finetune import check_inputs
 
 __all__ = ["EncoderTrainConfig", "TrainedEncoder", "TrainedEmbedding", "pretrain_encoder", "pretrain_embedding",
-           "finetune_embedding", "load_spectra", "pair_by_position"]
+           "finetune_embedding", "load_spectra"]
 
 
 @dataclass(frozen=True)
@@ -521,34 +521,3 @@ def load_spectra(inputs, *, grid=None, settings=None, stars_only: bool = True) -
     flux, ivar = np.concatenate(fluxes), np.concatenate(ivars)
     report = {"files": len(idx.entries), "files_skipped": failures, **counts, "spectra_used": int(len(flux))}
     return flux, ivar, meta, report
-
-
-def pair_by_position(*, ra_a: np.ndarray, dec_a: np.ndarray, ra_b: np.ndarray, dec_b: np.ndarray,
-                     radius_arcsec: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (ia, ib) of the same stars in two sets: nearest neighbour within ``radius_arcsec``, one-to-one.
-
-    A star of ``a`` whose nearest neighbour in ``b`` is farther than the radius, or already taken by a
-    closer star of ``a``, is unpaired.
-    """
-    from scipy.spatial import cKDTree
-
-    def unit(ra, dec):
-        ra, dec = np.radians(np.asarray(ra, float)), np.radians(np.asarray(dec, float))
-        return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=1)
-
-    ua, ub = unit(ra_a, dec_a), unit(ra_b, dec_b)
-    fa, fb = np.isfinite(ua).all(1), np.isfinite(ub).all(1)
-    if not fa.any() or not fb.any():
-        return np.empty(0, int), np.empty(0, int)
-    ia_all, ib_all = np.flatnonzero(fa), np.flatnonzero(fb)
-    chord = 2 * np.sin(np.radians(radius_arcsec / 3600.0) / 2)
-    d, j = cKDTree(ub[fb]).query(ua[fa], distance_upper_bound=chord)
-    hit = np.isfinite(d)
-    ia, ib, d = ia_all[hit], ib_all[j[hit]], d[hit]
-    if not len(ia):
-        return ia, ib
-    # One-to-one: for a b row claimed twice keep the closer a row.
-    order = np.lexsort((d, ib))
-    ia, ib = ia[order], ib[order]
-    first = np.r_[True, ib[1:] != ib[:-1]]
-    return ia[first], ib[first]
