@@ -43,6 +43,7 @@ from catalog_tool.models.encoder import (
 )
 from catalog_tool.models.encoder_bundle import ENCODER_DIR, EncoderBundle, load_encoder, save_embedding_bundle, save_encoder
 from catalog_tool.models.infer import resolve_device
+from catalog_tool.models.manifest import as_json_dict, differences
 from catalog_tool.models.mlp import MLPConfig
 from catalog_tool.train.loop import TrainConfig, TrainLog, split_indices
 from catalog_tool.train.pretrain import fit_members, label_matrix, pretrain
@@ -328,11 +329,9 @@ class TrainedEmbedding:
     def save(self, path, *, provenance: dict, grid=None, preprocess=None, **kwargs) -> Bundle:
         """Write as an embedding bundle. ``grid``/``preprocess`` are accepted for symmetry with
         :class:`~catalog_tool.train.pretrain.TrainedEnsemble` and must equal the encoder's."""
-        from catalog_tool.models.bundle import _as_dict, _compare
-
         for asked, key in ((grid, "grid"), (preprocess, "preprocess")):
             if asked is not None:
-                diffs = _compare(_as_dict(asked, key), self.encoder.manifest[key])
+                diffs = differences(as_json_dict(asked, key), self.encoder.manifest[key])
                 if diffs:
                     raise ConfigError(f"the encoder was made for another {key}: " + "; ".join(diffs))
         if kwargs.pop("float16", False):
