@@ -467,12 +467,39 @@ def pretrain_encoder_cmd(spectra, out, epochs, preset, width, layers, heads, con
         sys.exit(EXIT_SOME_FILES_FAILED)
 
 
+class _MethodChoice(click.Choice):
+    """The registered fine-tuning methods (``models.adapters.REGISTRY``), looked up when first
+    needed: the registry imports torch, which most commands never load."""
+
+    def __init__(self):
+        super().__init__(())
+
+    @property
+    def choices(self):
+        from catalog_tool.models.adapters import REGISTRY
+
+        return tuple(REGISTRY)
+
+    @choices.setter
+    def choices(self, value):  # click.Choice.__init__ assigns; the registry is the only source
+        pass
+
+
+class _MethodOption(click.Option):
+    """``--method``, whose help lists each registered method with its one-line summary."""
+
+    def get_help_record(self, ctx):
+        from catalog_tool.models.adapters import REGISTRY
+
+        self.help = "; ".join(f"{m.name}: {m.summary}" for m in REGISTRY.values()) + "."
+        return super().get_help_record(ctx)
+
+
 @main.command()
 @click.argument("bundle")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--method", required=True, type=click.Choice(["zero-shot", "adapter", "lora", "full"]),
-              help="zero-shot: unchanged; adapter: frozen network + residual head on its 64-d features; "
-                   "lora: low-rank updates of every Linear, merged for inference; full: all weights.")
+@click.option("--method", cls=_MethodOption, required=True, type=_MethodChoice(),
+              help="Fine-tuning method (docs/models.md).")
 @click.option("--label", "names", multiple=True,
               help="Labels to fine-tune on  [default: every bundle label in the table].")
 @click.option("--rank", type=click.IntRange(min=1), default=8, show_default=True, help="LoRA rank r.")

@@ -28,7 +28,7 @@ from torch import nn
 
 from catalog_tool import __version__
 from catalog_tool.errors import BundleError, ConfigError
-from catalog_tool.models.adapters import adapt_member, finetune_spec, merge_lora
+from catalog_tool.models.adapters import adapt_member, finetune_spec, merge_member
 from catalog_tool.models.calibration import check_calibration
 from catalog_tool.models.encoder_bundle import load_embedding_bundle
 from catalog_tool.models.manifest import (
@@ -141,7 +141,7 @@ def _fill(members: list[nn.Module], tensors: dict[str, torch.Tensor]) -> list[nn
         member.load_state_dict(state, strict=True)
     done = []
     for member in members:
-        member = merge_lora(member)  # LoRA factors are stored; inference uses W + (alpha/r) B A
+        member = merge_member(member)  # e.g. LoRA factors are stored; inference uses W + (alpha/r) B A
         member.eval()
         for p in member.parameters():
             p.requires_grad_(False)

@@ -34,7 +34,7 @@ from safetensors.torch import save as _st_save
 from torch import nn
 
 from catalog_tool.errors import BundleError, ConfigError
-from catalog_tool.models.adapters import adapt_member, finetune_spec, merge_lora
+from catalog_tool.models.adapters import adapt_member, finetune_spec, merge_member
 from catalog_tool.models.calibration import check_calibration
 from catalog_tool.models.manifest import (
     FORMAT,
@@ -273,7 +273,7 @@ def _build_members(manifest: dict, base: SpectrumEncoder) -> list[EmbeddingMembe
 
 def _finish(members: list[EmbeddingMember]) -> list[EmbeddingMember]:
     for m in members:
-        merge_lora(m.head)  # LoRA factors stored; inference uses W + (alpha/r) B A
+        m.head = merge_member(m.head)  # e.g. LoRA factors stored; inference uses W + (alpha/r) B A
         merge_encoder_lora(m.encoder)
         m.eval()
         for p in m.parameters():

@@ -20,7 +20,6 @@ Arrays in, modules out; ``load_spectra`` is the I/O edge used by the command lin
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from catalog_tool.errors import ConfigError
-from catalog_tool.models.adapters import adapt_member, finetune_spec
+from catalog_tool.models.adapters import adapt_member, finetune_spec, method_of
 from catalog_tool.models.bundle import Bundle, LabelSpec
 from catalog_tool.models.encoder import (
     EmbeddingMember,
@@ -47,7 +46,7 @@ from catalog_tool.models.manifest import as_json_dict, differences
 from catalog_tool.models.mlp import MLPConfig
 from catalog_tool.train.loop import TrainConfig, TrainLog, split_indices
 from catalog_tool.train.pretrain import fit_members, label_matrix, pretrain
-from catalog_tool.train.finetune import check_inputs
+from catalog_tool.train.tuning import check_inputs, method_config, widened_labels
 
 __all__ = ["EncoderTrainConfig", "TrainedEncoder", "TrainedEmbedding", "pretrain_encoder", "pretrain_embedding",
            "finetune_embedding", "load_spectra"]
@@ -382,40 +381,37 @@ def finetune_embedding(bundle: Bundle, *, flux: np.ndarray, labels: dict[str, np
         adapter heads or a fine-tuned encoder are refused (fine-tune their parent).
     flux, labels, config, log_path
         As in :func:`catalog_tool.train.finetune.finetune`.
-    method : {"zero-shot", "adapter", "lora", "full"}
-        ``adapter``: residual head on each head's 64-d features (embeddings computed once);
-        ``lora``: rank ``encoder_rank`` LoRA on the encoder's attention and rank ``rank`` LoRA on
-        every head Linear, trained end to end on the spectra; ``full``: encoder and heads.
-        With ``lora``/``full`` each member gets its own encoder copy and the L labels of a member
-        train together (masked loss), since they share that encoder.
+    method : str
+        A name of :data:`~catalog_tool.models.adapters.METHODS`; its ``encoder`` entry says what
+        happens to the encoder. ``frozen`` (``adapter``): the heads train on embeddings computed
+        once; ``lora``: rank ``encoder_rank`` LoRA on the encoder's attention and the method on
+        every head, trained end to end on the spectra; ``full``: encoder and heads. With a
+        trained encoder each member gets its own encoder copy and the L labels of a member train
+        together (masked loss), since they share that encoder.
     """
     arch = bundle.manifest["architecture"]
     if arch.get("kind") != "embedding-mlp":
         raise ConfigError(f"bundle {bundle.name} is not an embedding-MLP bundle")
+    how = method_of(method)
     spec = finetune_spec(method, rank=rank, alpha=alpha, head_hidden=head_hidden)
     mode = arch["encoder"]["mode"]
-    if method != "zero-shot" and (bundle.method == "adapter" or mode != "frozen"):
+    parent_plain = method_of(bundle.method).plain_when_loaded
+    if how.trains and (not parent_plain or mode != "frozen"):
         raise ConfigError(f"bundle {bundle.name} is already fine-tuned ({bundle.method}, encoder {mode}); "
                           "fine-tune its parent bundle instead")
     check_inputs(bundle, flux=flux, labels=labels)
     names = bundle.label_names
     enc_bundle = load_encoder(f"{bundle.path}/{arch['encoder'].get('path', ENCODER_DIR)}")
     y = label_matrix(labels, names, np.shape(flux)[0])
-    specs = []
-    for j, lab in enumerate(bundle.labels):  # scaling kept; domain widened to the new labels
-        col = y[:, j][np.isfinite(y[:, j])]
-        lo, hi = lab.domain
-        if col.size:
-            lo, hi = min(lo, float(col.min())), max(hi, float(col.max()))
-        specs.append(LabelSpec(name=lab.name, unit=lab.unit, mean=lab.mean, std=lab.std, domain=(lo, hi)))
+    specs = widened_labels(bundle, y)
     mlp = MLPConfig.from_dict(arch["mlp"])
     parent = {"name": bundle.name, "sha256": bundle.sha256, "method": bundle.method, "encoder_mode": mode}
     y_scaled = ((y - bundle.means) / bundle.stds).astype(np.float32)
     base = enc_bundle.encoder
     new_mode, enc_lora = "frozen", None
-    if method == "zero-shot":
+    if not how.trains:
         heads = [copy.deepcopy(m.head) for m in bundle.members]
-        if bundle.method == "adapter":
+        if not parent_plain:
             spec = dict(arch["finetune"])
         if mode == "frozen":
             members = [EmbeddingMember(base, h) for h in heads]
@@ -423,29 +419,27 @@ def finetune_embedding(bundle: Bundle, *, flux: np.ndarray, labels: dict[str, np
             members = [EmbeddingMember(copy.deepcopy(m.encoder), h) for m, h in zip(bundle.members, heads)]
             new_mode = "full"
         summary = {"stage": "finetune", "method": method, "parent": parent, "units": []}
-    elif method == "adapter":
+    elif how.encoder == "frozen":
         heads = [adapt_member(copy.deepcopy(m.head), spec=spec) for m in bundle.members]
         emb = encode(base, flux=flux, device=config.device, batch_size=embed_batch)
-        summary = fit_members(heads, x=emb, y_scaled=y_scaled, names=names,
-                              config=dataclasses.replace(config, freeze_bn=True), log=TrainLog(log_path),
-                              stage="finetune")
+        summary = fit_members(heads, x=emb, y_scaled=y_scaled, names=names, config=method_config(how, config),
+                              log=TrainLog(log_path), stage="finetune")
         members = [EmbeddingMember(base, h) for h in heads]
     else:
         members = []
         for m in bundle.members:
             enc = copy.deepcopy(base)
-            if method == "lora":
+            if how.encoder == "lora":
                 apply_encoder_lora(enc, rank=encoder_rank, alpha=encoder_alpha)
             else:
                 for p in enc.parameters():
                     p.requires_grad_(True)
             members.append(EmbeddingMember(enc, adapt_member(copy.deepcopy(m.head), spec=spec)))
-        new_mode = method
-        enc_lora = {"rank": int(encoder_rank), "alpha": float(encoder_alpha)} if method == "lora" else None
-        cfg = config if method == "full" else dataclasses.replace(config, freeze_bn=True)
-        summary = fit_members(members, x=flux, y_scaled=y_scaled, names=names, config=cfg, log=TrainLog(log_path),
-                              stage="finetune")
-    if method != "zero-shot":
+        new_mode = how.encoder
+        enc_lora = {"rank": int(encoder_rank), "alpha": float(encoder_alpha)} if how.encoder == "lora" else None
+        summary = fit_members(members, x=flux, y_scaled=y_scaled, names=names, config=method_config(how, config),
+                              log=TrainLog(log_path), stage="finetune")
+    if how.trains:
         summary.update(method=method, parent=parent, spec=spec, encoder_mode=new_mode, encoder_lora=enc_lora)
     for m in members:
         m.eval()
