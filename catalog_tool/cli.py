@@ -15,6 +15,23 @@ import click
 from catalog_tool import __version__
 from catalog_tool.errors import StxcatError
 
+#: Exit status of a command that wrote its output but could not read some input files.
+EXIT_SOME_FILES_FAILED = 3
+
+
+def report_failed_files(failures, *, where: str = "") -> None:
+    """Print the input files that could not be read (the first five) and exit with status 3.
+
+    The output (VAC, bundle, encoder, metrics) was written all the same; ``where`` says where the
+    whole list is. Nothing happens when there are none.
+    """
+    if not failures:
+        return
+    click.echo(f"{len(failures)} input file(s) could not be read{f' (see {where})' if where else ''}:", err=True)
+    for path, reason in list(failures)[:5]:
+        click.echo(f"  {path}: {reason}", err=True)
+    sys.exit(EXIT_SOME_FILES_FAILED)
+
 
 def friendly_errors(func):
     """Turn domain errors into a one-line ClickException (no traceback)."""
@@ -128,10 +145,6 @@ def simulate_lamost_cmd(out, n, seed, layout, gzip_, snr_min, snr_max, overwrite
 # ---------------------------------------------------------------------------------------------
 # annotate
 # ---------------------------------------------------------------------------------------------
-#: Exit status of an annotate run that wrote its VAC but could not read some input files.
-EXIT_SOME_FILES_FAILED = 3
-
-
 @main.command()
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=str))
 @click.option("--out", "-o", type=click.Path(path_type=str), default=None,
@@ -189,12 +202,7 @@ def annotate(inputs, config_file, **options):
         click.echo(f"wrote {summary.per_pixel_files} per-pixel VAC files beside it")
     if summary.partitions_skipped:
         click.echo(f"resumed: {summary.partitions_skipped} of {summary.partitions} partitions were already done")
-    if summary.failed_files:
-        click.echo(f"{len(summary.failed_files)} input file(s) could not be read (see the ERRORS "
-                   f"table and {cfg.resolved_work_dir}/stxcat.log):", err=True)
-        for path, reason in summary.failed_files[:5]:
-            click.echo(f"  {path}: {reason}", err=True)
-        sys.exit(EXIT_SOME_FILES_FAILED)
+    report_failed_files(summary.failed_files, where=f"the ERRORS table and {cfg.resolved_work_dir}/stxcat.log")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,11 +363,7 @@ def _report_trained(outcome) -> None:
         click.echo(outcome.label_summary)
     click.echo(f"wrote bundle {b.path}: {b.ensemble_size} members, labels {', '.join(b.label_names)}, "
                f"method {b.method}, {outcome.n_spectra} spectra; log {outcome.log_path}")
-    if outcome.failures:
-        click.echo(f"{len(outcome.failures)} input file(s) could not be read:", err=True)
-        for path, reason in outcome.failures[:5]:
-            click.echo(f"  {path}: {reason}", err=True)
-        sys.exit(EXIT_SOME_FILES_FAILED)
+    report_failed_files(outcome.failures)
 
 
 @main.command()
@@ -459,12 +463,7 @@ def pretrain_encoder_cmd(spectra, out, epochs, preset, width, layers, heads, con
                f"{s['initial_val']['total']:.4g} -> {s['best_val_loss']:.4g}; {s['seconds_per_epoch']} s/epoch; "
                f"log {r.log_path}")
     parts = [r.report["a"], r.report["b"]] if "a" in r.report else [r.report]
-    skipped = [f for part in parts for f in part["files_skipped"]]
-    if skipped:
-        click.echo(f"{len(skipped)} input file(s) could not be read:", err=True)
-        for path, reason in skipped[:5]:
-            click.echo(f"  {path}: {reason}", err=True)
-        sys.exit(EXIT_SOME_FILES_FAILED)
+    report_failed_files([f for part in parts for f in part["files_skipped"]])
 
 
 class _MethodChoice(click.Choice):
@@ -556,9 +555,7 @@ def evaluate(bundle, inputs, labels_path, out, noise, device, batch_size, thread
     click.echo(res["label_summary"])
     click.echo(res["markdown"])
     click.echo(f"wrote {len(res['files'])} files to {out}")
-    if res["failures"]:
-        click.echo(f"{len(res['failures'])} input file(s) could not be read", err=True)
-        sys.exit(EXIT_SOME_FILES_FAILED)
+    report_failed_files(res["failures"])
 
 
 @main.command()
@@ -600,11 +597,7 @@ def calibrate(bundle, inputs, out, names, trend, replace, overwrite, device, bat
     click.echo(format_calibration(r.calibration, units))
     click.echo(f"wrote calibrated bundle {r.bundle.path} (weights sha256 {r.bundle.sha256[:16]}... unchanged) "
                f"from {r.n_spectra} spectra in {r.seconds:.1f} s")
-    if r.failures:
-        click.echo(f"{len(r.failures)} input file(s) could not be read:", err=True)
-        for path, reason in r.failures[:5]:
-            click.echo(f"  {path}: {reason}", err=True)
-        sys.exit(EXIT_SOME_FILES_FAILED)
+    report_failed_files(r.failures)
 
 
 @main.command()

@@ -166,7 +166,6 @@ def _bundle_inputs(bundle):
 #: partitioning) so that results depend only on the file; small enough that preprocessing the next
 #: chunk overlaps inference of this one even when a partition is a single file.
 CHUNK_ROWS = 1024
-_DONE = object()
 
 
 def _producer(files, wave_range, grid, settings, out: "queue.Queue", stop: threading.Event) -> None:

@@ -21,12 +21,10 @@ from catalog_tool.sim.templates import galaxy_flux, qso_flux
 
 __all__ = ["LABELS", "SimResult", "check_snr_range", "prepare_output", "atomic_path", "atomic_fits",
            "as_label_table", "draw_labels", "draw_rv", "draw_snr", "load_model", "write_truth",
-           "TRUTH_KINDS", "source_flux"]
+           "source_flux"]
 
 #: Stellar labels every star carries (truth-table columns; NaN for non-stars).
 LABELS = ("TEFF", "LOGG", "FEH", "ALPHAFE")
-#: Values of the truth table's KIND column.
-TRUTH_KINDS = ("star", "galaxy", "qso", "sky", "unassigned")
 
 
 @dataclass(frozen=True)

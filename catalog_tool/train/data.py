@@ -13,22 +13,17 @@ The result can be cached to an ``.npz`` (no pickle) so a training run preprocess
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from catalog_tool.errors import ConfigError, InputFileError
+from catalog_tool.errors import ConfigError
 from catalog_tool.train.labels import MATCH_ARCSEC, LabelOptions, LabelTable, describe, read_labels
 from catalog_tool.train.skymatch import match_sky
 
-__all__ = ["LabelledSet", "read_label_table", "load_labelled", "LABEL_UNITS"]
-
-#: Units of the labels stxcat knows (others are taken as dimensionless).
-LABEL_UNITS = {"FEH": "dex", "ALPHAFE": "dex", "TEFF": "K", "LOGG": "dex"}
-_ID_COLUMNS = ("TARGETID", "OBSID")
+__all__ = ["LabelledSet", "load_labelled"]
 
 
 @dataclass
@@ -68,38 +63,6 @@ class LabelledSet:
     def summary(self) -> str:
         """One line on the label table (rows, cuts, duplicates) and the spectra matched to it."""
         return describe(self.table_report, len(self)) if self.table_report else f"{len(self)} labelled spectra"
-
-
-def read_label_table(path: str) -> dict:
-    """Columns of a FITS (first table HDU) or CSV label table, upper-cased names."""
-    if not os.path.isfile(path):
-        raise InputFileError(path, "label table not found")
-    if path.lower().endswith((".csv", ".txt")):
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        if not rows:
-            raise InputFileError(path, "label table is empty")
-        out = {}
-        for name in rows[0]:
-            values = [r[name] for r in rows]
-            try:
-                arr = np.array([float(v) if v not in ("", "nan", "NaN") else np.nan for v in values])
-                if name.upper() in _ID_COLUMNS:
-                    arr = np.array([int(v) for v in values], dtype=np.int64)
-            except ValueError:
-                arr = np.array(values)
-            out[name.strip().upper()] = arr
-        return out
-    import fitsio
-
-    from catalog_tool.io.fitsutil import open_fits
-
-    with open_fits(path) as fits:
-        for hdu in fits:
-            if hdu.get_exttype() in ("BINARY_TBL", "ASCII_TBL"):
-                data = hdu.read()
-                return {n.upper(): data[n] for n in data.dtype.names}
-    raise InputFileError(path, "label table has no table HDU")
 
 
 def _match_rows(table: LabelTable, meta: dict) -> tuple[np.ndarray, np.ndarray]:
