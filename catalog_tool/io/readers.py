@@ -72,15 +72,14 @@ READERS = (
     Reader(kind="lamost", scan=lamost.scan_lamost, read=lamost.read_files, select_stars=lamost.select_stars,
            sniff=None, one_file_per_batch=False),
 )
-_BY_KIND = {r.kind: r for r in READERS}
 
 
 def reader(kind: str) -> Reader:
     """The reader of files of ``kind``; ValueError for a kind no reader has."""
-    try:
-        return _BY_KIND[kind]
-    except KeyError:
-        raise ValueError(f"no reader for files of kind {kind!r} (known: {', '.join(_BY_KIND)})") from None
+    for r in READERS:
+        if r.kind == kind:
+            return r
+    raise ValueError(f"no reader for files of kind {kind!r} (known: {', '.join(r.kind for r in READERS)})")
 
 
 def claim(fits) -> tuple[Reader, str, str | None] | None:
