@@ -92,10 +92,28 @@ class TrainLog:
                 fh.write(json.dumps(record) + "\n")
 
 
-def split_indices(n: int, *, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded train/validation split (sorted index arrays); at least one row in each part."""
+def split_indices(n: int, *, val_fraction: float = 0.1, seed: int = 0,
+                  groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation split (sorted index arrays); at least one row in each part.
+
+    With ``groups`` (shape (n,)), rows of one group (e.g. several renderings of one real star) all
+    fall on the same side and ``val_fraction`` is a fraction of the groups: validation then
+    measures stars the network has not seen, not other noise draws of stars it has.
+    """
     if n < 2:
         raise ConfigError(f"need at least 2 labelled spectra to split into training and validation, got {n}")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (n,):
+            raise ConfigError(f"groups has shape {groups.shape}, expected ({n},)")
+        uniq, inverse = np.unique(groups, return_inverse=True)
+        if uniq.size < 2:
+            raise ConfigError(f"need at least 2 groups to split into training and validation, got {uniq.size}")
+        perm = np.random.default_rng(seed).permutation(uniq.size)
+        n_val = min(max(1, int(round(val_fraction * uniq.size))), uniq.size - 1)
+        val = np.zeros(uniq.size, bool)
+        val[perm[:n_val]] = True
+        return np.flatnonzero(~val[inverse]), np.flatnonzero(val[inverse])
     perm = np.random.default_rng(seed).permutation(n)
     n_val = min(max(1, int(round(val_fraction * n))), n - 1)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])

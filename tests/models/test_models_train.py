@@ -35,6 +35,20 @@ def test_split_is_nine_to_one_and_seeded():
     assert not np.array_equal(tr, tr3)
 
 
+def test_grouped_split_keeps_every_group_on_one_side():
+    groups = np.repeat(np.arange(40), np.arange(40) % 4 + 1)  # groups of 1..4 rows
+    tr, va = split_indices(groups.size, val_fraction=0.1, seed=3, groups=groups)
+    assert np.array_equal(np.sort(np.concatenate([tr, va])), np.arange(groups.size))
+    assert not set(groups[tr]) & set(groups[va])
+    assert len(set(groups[va])) == 4  # 10% of the 40 groups, not of the rows
+    again = split_indices(groups.size, val_fraction=0.1, seed=3, groups=groups)
+    assert np.array_equal(again[1], va)
+    with pytest.raises(ConfigError, match="at least 2 groups"):
+        split_indices(5, groups=np.zeros(5))
+    with pytest.raises(ConfigError, match="groups has shape"):
+        split_indices(5, groups=np.zeros(4))
+
+
 def test_label_scaling_and_domain_come_from_finite_values():
     y = np.array([[1.0, np.nan], [3.0, 10.0], [5.0, 30.0]])
     specs = label_specs(y, names=["FEH", "TEFF"])
