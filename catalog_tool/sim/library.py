@@ -20,6 +20,7 @@ import io
 import pathlib
 import subprocess
 import sys
+import warnings
 import zipfile
 
 import numpy as np
@@ -27,12 +28,14 @@ import numpy as np
 from catalog_tool.sim._wavelength import air_to_vacuum
 from catalog_tool.sim.specmodel import SpectralModel, alpha_galactic
 
-__all__ = ["StellarLibrary", "LibraryModel", "read_miles", "fetch_wheel", "is_heldout", "assert_no_heldout",
-           "HELDOUT_RULE", "WHEEL_SPEC", "MILES_FWHM_A"]
+__all__ = ["StellarLibrary", "LibraryModel", "read_miles", "read_stelib", "miles_names", "fetch_wheel", "is_heldout",
+           "assert_no_heldout", "HELDOUT_RULE", "WHEEL_SPEC", "MILES_FWHM_A", "STELIB_FWHM_A"]
 
 WHEEL_SPEC = "sdss-mangadap==4.5.0"
 MILES_DIR = "mangadap/data/spectral_templates/miles/"
 MILES_FWHM_A = 2.5  # instrumental FWHM of MILES v9.1 (Falcon-Barroso et al. 2011), constant in A
+STELIB_DIR = "mangadap/data/spectral_templates/stelib/"
+STELIB_FWHM_A = 3.4  # STELIB v3.2 resolution (Le Borgne et al. 2003; mangadap's stelib.ini)
 HELDOUT_RULE = "MILES id (NNNN in mNNNNV) divisible by 5"
 
 
@@ -87,6 +90,58 @@ def fetch_wheel(dest: str | pathlib.Path) -> pathlib.Path:
 
 def _star_id(name: str) -> int:
     return int(name.rsplit("_m", 1)[1][:4])
+
+
+def miles_names(wheel: str | pathlib.Path) -> dict[str, int]:
+    """Star name (upper case, no spaces, e.g. ``HD002857``) -> MILES id, from ``paramsMILES_v9.1.txt``."""
+    with zipfile.ZipFile(wheel) as zf:
+        text = zf.read(MILES_DIR + "paramsMILES_v9.1.txt").decode("latin-1").splitlines()
+    out = {}
+    for line in text:
+        name, mid = line[:22].strip(), line[22:28].strip()
+        if name and mid.isdigit():
+            out[name.replace(" ", "").upper()] = int(mid)
+    return out
+
+
+def read_stelib(wheel: str | pathlib.Path, *, step: float = 1.0) -> StellarLibrary:
+    """The STELIB stars that are also MILES stars, with the MILES labels and ids (vacuum wavelengths).
+
+    STELIB v3.2 (Le Borgne et al. 2003, A&A 402, 433; in the same wheel) covers 3200-9500 A at
+    3.4 A FWHM, so it adds real red-arm spectra and a second, independent observation of the same
+    stars. The wheel carries no STELIB parameters: a star is kept when its name matches a MILES star
+    with labels, and it takes that star's MILES id -- so the held-out rule (:func:`is_heldout`)
+    holds out the same stars in both libraries. Each STELIB spectrum has its own wavelength
+    solution; all are resampled (linearly) onto one grid of ``step`` A.
+    """
+    from astropy.io import fits
+
+    wheel = pathlib.Path(wheel)
+    names = miles_names(wheel)
+    with zipfile.ZipFile(wheel) as zf:
+        params = np.genfromtxt(io.BytesIO(zf.read(MILES_DIR + "MILES_params.db")), comments="#")
+        table = {int(r[0]): r[1:4] for r in params}
+        files = sorted(n for n in zf.namelist() if n.startswith(STELIB_DIR) and n.endswith(".fits"))
+        grid = np.arange(3210.0, 9480.0 + step / 2, step)  # air, inside every STELIB spectrum
+        ids, labels, flux = [], [], []
+        for name in files:
+            star = names.get(name.rsplit("STELIB_v3.2_", 1)[-1][:-5].upper())
+            lab = table.get(star) if star is not None else None
+            if lab is None or np.any(lab > 9e3):
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # IRAF-era cards astropy reports as non-standard
+                with fits.open(io.BytesIO(zf.read(name))) as hdul:
+                    hdr, data = hdul[0].header, np.asarray(hdul[0].data, dtype=np.float64)
+            w = hdr["CRVAL1"] + hdr["CDELT1"] * (np.arange(hdr["NAXIS1"]) + 1 - hdr.get("CRPIX1", 1.0))
+            ids.append(star)
+            labels.append(lab)
+            flux.append(np.interp(grid, w, data))
+    order = np.argsort(ids, kind="stable")
+    return StellarLibrary(
+        name="STELIB", ids=np.array(ids, dtype=np.int64)[order], labels=np.array(labels, dtype=np.float64)[order],
+        wave=air_to_vacuum(grid), flux=np.array(flux)[order], fwhm=STELIB_FWHM_A,
+        source=f"STELIB v3.2 spectra (Le Borgne et al. 2003) with MILES labels and ids by star name, in {wheel.name}")
 
 
 def read_miles(wheel: str | pathlib.Path, *, vacuum: bool = True) -> StellarLibrary:

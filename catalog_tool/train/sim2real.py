@@ -59,7 +59,10 @@ class Sim2RealConfig:
     randomise : DomainRandomisation or None
         Domain randomisation of every training spectrum (None: the base simulators).
     copies_lamost, copies_desi : int
-        Renderings of each training MILES star per instrument.
+        Renderings of each training library star per instrument.
+    copies_ft_lamost : int
+        Renderings of each training library star in LAMOST format added to the fine-tuning set
+        (other draws than pre-training's), so that one bundle serves both surveys (0: DESI only).
     n_emu_lamost, n_emu_desi : int
         Emulated stars per instrument.
     snr_range : (float, float)
@@ -78,6 +81,7 @@ class Sim2RealConfig:
     randomise: DomainRandomisation | None = DomainRandomisation()
     copies_lamost: int = 12
     copies_desi: int = 8
+    copies_ft_lamost: int = 0
     n_emu_lamost: int = 8000
     n_emu_desi: int = 1500
     snr_range: tuple = (5.0, 200.0)
@@ -149,8 +153,13 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def build_sets(work, *, model, config: Sim2RealConfig, grid, settings, log=lambda msg: None) -> dict[str, TrainingSet]:
+def build_sets(work, *, model, config: Sim2RealConfig, grid, settings, extra=(),
+               log=lambda msg: None) -> dict[str, TrainingSet]:
     """The pre-training, fine-tuning and evaluation sets of a recipe run (cached under ``work``).
+
+    ``model`` is the MILES library (training and held-out stars); ``extra`` are other libraries
+    (STELIB: :func:`~catalog_tool.sim.library.read_stelib`) whose training stars are rendered
+    like MILES's; their held-out stars (the same ids) are never used.
 
     Keys: ``pretrain`` (LAMOST), ``finetune`` (DESI), ``heldout_desi``, ``heldout_lamost`` (held-out
     MILES stars, base simulator, S/N ``heldout_snr``), ``sim_test`` (emulated DESI stars at drawn
@@ -162,23 +171,21 @@ def build_sets(work, *, model, config: Sim2RealConfig, grid, settings, log=lambd
     os.makedirs(work, exist_ok=True)
     lib = model.library
     teff = lib.labels[:, 0]
-    train_rows = np.flatnonzero(~is_heldout(lib.ids))
     held_rows = np.flatnonzero(is_heldout(lib.ids) & (teff > HELDOUT_TEFF[0]) & (teff < HELDOUT_TEFF[1]))
-    assert_no_heldout(lib.ids[train_rows], what="training stars")
     rz = config.randomise
     common = {"grid": grid, "settings": settings}
     gk = [grid.to_dict(), settings.to_dict(), lib.source]
 
-    def real_set(name, inst, rows, copies, seed, snr_range, randomise, window=None):
+    def real_set(name, inst, rows, copies, seed, snr_range, randomise, window=None, lib_model=model):
         def make():
-            ls = library_set(os.path.join(work, "sims", name), model=model, rows=rows, instrument=inst, names=LABELS,
+            ls = library_set(os.path.join(work, "sims", name), model=lib_model, rows=rows, instrument=inst, names=LABELS,
                              seed=seed, copies=copies, snr_range=snr_range, snr_window=window, randomise=randomise,
                              log=log, **common)
             if ls.failures:
                 raise RuntimeError(f"{len(ls.failures)} rendered files could not be read, e.g. {ls.failures[0]}")
             return TrainingSet(data=ls.data, groups=ls.star_id.copy(), real=np.ones(len(ls), bool),
                                star_id=ls.star_id, info={"stars": int(len(rows)), "copies": copies})
-        key = _key(gk, name, inst, rows.tolist(), copies, seed, snr_range, window,
+        key = _key(gk, lib_model.library.source, name, inst, rows.tolist(), copies, seed, snr_range, window,
                    dataclasses.asdict(randomise) if randomise else None)
         return _cached(os.path.join(work, f"{name}-{key}.npz"), make)
 
@@ -200,10 +207,20 @@ def build_sets(work, *, model, config: Sim2RealConfig, grid, settings, log=lambd
     s = config.seed
     snr = tuple(config.snr_range)
     out = {}
-    pre = [emu_set("emu_lamost", "lamost", config.n_emu_lamost, s, snr, rz) if config.emulator else None,
-           real_set("real_lamost", "lamost", train_rows, config.copies_lamost, s + 10, snr, rz) if config.real else None]
-    ft = [emu_set("emu_desi", "desi", config.n_emu_desi, s + 1, snr, rz) if config.emulator else None,
-          real_set("real_desi", "desi", train_rows, config.copies_desi, s + 11, snr, rz) if config.real else None]
+    pre = [emu_set("emu_lamost", "lamost", config.n_emu_lamost, s, snr, rz) if config.emulator else None]
+    ft = [emu_set("emu_desi", "desi", config.n_emu_desi, s + 1, snr, rz) if config.emulator else None]
+    if config.real:
+        for k, lm in enumerate((model, *extra)):
+            rows = np.flatnonzero(~is_heldout(lm.library.ids))
+            assert_no_heldout(lm.library.ids[rows], what=f"{lm.library.name} training stars")
+            tag = lm.library.name.lower()
+            pre.append(real_set(f"real_lamost_{tag}", "lamost", rows, config.copies_lamost, s + 10 + 100 * k, snr, rz,
+                                lib_model=lm))
+            ft.append(real_set(f"real_desi_{tag}", "desi", rows, config.copies_desi, s + 11 + 100 * k, snr, rz,
+                               lib_model=lm))
+            if config.copies_ft_lamost:
+                ft.append(real_set(f"real_ft_lamost_{tag}", "lamost", rows, config.copies_ft_lamost, s + 12 + 100 * k,
+                                   snr, rz, lib_model=lm))
     out["pretrain"] = concat_sets(pre, LABELS)
     out["finetune"] = concat_sets(ft, LABELS)
     for key in ("pretrain", "finetune"):
@@ -240,8 +257,9 @@ def evaluate_heldout(bundle, sets: dict[str, TrainingSet], *, label_names=LABELS
     return out
 
 
-def run_recipe(work, *, model, config: Sim2RealConfig, grid, settings, ensemble: int = 5, hidden=(1024, 512, 64),
-               epochs: int = 40, ft_epochs: int = 30, lr: float = 1e-3, ft_lr: float = 3e-4, batch_size: int = 128,
+def run_recipe(work, *, model, config: Sim2RealConfig, grid, settings, extra=(), ensemble: int = 5,
+               hidden=(1024, 512, 64), epochs: int = 40, ft_epochs: int = 30, lr: float = 1e-3, ft_lr: float = 3e-4,
+               batch_size: int = 128, huber_delta: float | None = None,
                methods=("zero-shot", "adapter", "lora", "full"), provenance: dict | None = None,
                log=lambda msg: None) -> dict:
     """Build the sets, pre-train, fine-tune with each method, pick one, fit the error floor, evaluate.
@@ -258,13 +276,14 @@ def run_recipe(work, *, model, config: Sim2RealConfig, grid, settings, ensemble:
 
     provenance = provenance or make_provenance(command="catalog_tool.train.sim2real.run_recipe", seed=config.seed,
                                                training_data={})
-    sets = build_sets(work, model=model, config=config, grid=grid, settings=settings, log=log)
+    sets = build_sets(work, model=model, config=config, grid=grid, settings=settings, extra=extra, log=log)
     pre, ft = sets["pretrain"], sets["finetune"]
     log(f"pre-training {ensemble} members on {len(pre)} LAMOST spectra ({int(pre.real.sum())} real)")
     t0 = time.perf_counter()
     ens = pretrain(flux=pre.data.flux, labels=pre.data.labels, names=LABELS, hidden=tuple(hidden), heads="multi-label",
                    ensemble=ensemble, groups=pre.groups,
-                   config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=config.seed, patience=8))
+                   config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=config.seed, patience=8,
+                                      huber_delta=huber_delta))
     pre_seconds = time.perf_counter() - t0
     log(f"  done in {pre_seconds:.0f} s")
     base = ens.save(os.path.join(work, "pretrained"), grid=grid, preprocess=settings, provenance=provenance,
@@ -280,7 +299,8 @@ def run_recipe(work, *, model, config: Sim2RealConfig, grid, settings, ensemble:
         log(f"fine-tuning: {method} on {len(ft)} DESI spectra ({int(ft.real.sum())} real)")
         t0 = time.perf_counter()
         cand = finetune(base, flux=ft.data.flux, labels=ft.data.labels, method=method, groups=ft.groups,
-                        config=TrainConfig(epochs=ft_epochs, batch_size=64, lr=ft_lr, seed=config.seed, patience=6))
+                        config=TrainConfig(epochs=ft_epochs, batch_size=64, lr=ft_lr, seed=config.seed, patience=6,
+                                           huber_delta=huber_delta))
         bundle = cand.save(os.path.join(work, f"ft-{method}"), grid=grid, preprocess=settings, provenance=provenance,
                            name=f"candidate-{method}", overwrite=True)
         vp = predict(bundle, flux=ft.data.flux[val_rows], ivar=ft.data.ivar[val_rows], noise="none").values
@@ -308,6 +328,6 @@ def run_recipe(work, *, model, config: Sim2RealConfig, grid, settings, ensemble:
     final_eval = evaluate_heldout(bundle, sets)
     return {"final": final, "bundle": bundle, "chosen": chosen, "results": results, "floor": floor,
             "floor_fitted_on": fitted_on, "final_eval": final_eval, "pretrain_seconds": round(pre_seconds, 1),
-            "sizes": {k: {"spectra": len(v), "real": int(v.real.sum()),
-                          "stars": int(len(np.unique(v.groups)))} for k, v in sets.items()},
+            "sizes": {k: {"spectra": len(v), "real": int(v.real.sum()), "stars": int(len(np.unique(v.groups))),
+                          "real_stars": int(len(np.unique(v.star_id[v.real])))} for k, v in sets.items()},
             "sets": sets, "extra": extra}

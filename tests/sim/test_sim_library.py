@@ -101,3 +101,26 @@ def test_simulators_render_each_star_from_its_own_library_row(tmp_path):
     # Each file correlates best with its own library star (rows 4, 0, 4, 2).
     corr = np.corrcoef(np.vstack([norm, ref]))[:4, 4:]
     assert corr.argmax(axis=1).tolist() == [4, 0, 4, 2]
+
+
+def test_read_stelib_takes_miles_labels_and_ids_by_star_name(tmp_path):
+    from catalog_tool.sim.library import STELIB_DIR, is_heldout, read_stelib
+
+    wheel = tmp_path / "sdss_mangadap-4.5.0-py3-none-any.whl"
+    db = "# id teff logg feh\n3 5000 4.5 -0.5\n10 6000 4.0 -1.5\n12 99999 9999 9999\n"
+    names = ("Name                  MILES   CaT\n                      s????\n - - - -\n"
+             "HD002857              0003         A2\n"
+             "HD005820              0010         G0\n"
+             "BD+002058A            0012         sd:F\n")
+    rng = np.random.default_rng(1)
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(MILES_DIR + "MILES_params.db", db)
+        zf.writestr(MILES_DIR + "paramsMILES_v9.1.txt", names)
+        for star, crval in (("HD005820", 3199.5), ("HD002857", 3201.0), ("BD+002058A", 3200.0), ("G319", 3200.0)):
+            zf.writestr(STELIB_DIR + f"STELIB_v3.2_{star}.fits", _fits_bytes(1 + rng.random(6700), crval=crval, cdelt=1.0))
+    lib = read_stelib(wheel)
+    # G319 is not a MILES star; BD+002058A has no MILES parameters
+    assert lib.ids.tolist() == [3, 10] and lib.name == "STELIB"
+    assert lib.labels.tolist() == [[5000, 4.5, -0.5], [6000, 4.0, -1.5]]
+    assert is_heldout(lib.ids).tolist() == [False, True]  # the MILES rule holds out the same star
+    assert lib.flux.shape[0] == 2 and lib.wave[0] > 3210 and lib.wave[-1] > 9480 and lib.fwhm == 3.4
