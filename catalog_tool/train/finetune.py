@@ -28,7 +28,7 @@ __all__ = ["finetune", "METHODS"]
 
 def finetune(bundle: Bundle, *, flux: np.ndarray, labels: dict[str, np.ndarray], method: str,
              config: TrainConfig = TrainConfig(), rank: int = 8, alpha: float = 16.0, head_hidden: int = 32,
-             log_path=None) -> TrainedEnsemble:
+             log_path=None, groups: np.ndarray | None = None) -> TrainedEnsemble:
     """Fine-tune every member of ``bundle`` with ``method``; the bundle itself is not modified.
 
     Parameters
@@ -50,6 +50,8 @@ def finetune(bundle: Bundle, *, flux: np.ndarray, labels: dict[str, np.ndarray],
     head_hidden : hidden width of the residual head (``adapter``).
     log_path : path, optional
         JSON-lines training log (appended).
+    groups : ndarray (N,), optional
+        Rows of one group (renderings of one real star) stay together in the train/validation split.
 
     Returns
     -------
@@ -59,6 +61,8 @@ def finetune(bundle: Bundle, *, flux: np.ndarray, labels: dict[str, np.ndarray],
     """
     if bundle.manifest["architecture"].get("kind") == "embedding-mlp":
         # Encoder + heads: LoRA also on the encoder's attention (train.encoder, docs/encoder.md).
+        if groups is not None:
+            raise ConfigError("grouped train/validation splits are not supported for embedding bundles")
         return finetune_embedding(bundle, flux=flux, labels=labels, method=method, config=config, rank=rank,
                                   alpha=alpha, head_hidden=head_hidden, log_path=log_path)
     how = method_of(method)
@@ -85,7 +89,7 @@ def finetune(bundle: Bundle, *, flux: np.ndarray, labels: dict[str, np.ndarray],
         members = [adapt_member(copy.deepcopy(m), spec=spec) for m in bundle.members]
         y_scaled = ((y - bundle.means) / bundle.stds).astype(np.float32)
         summary = fit_members(members, x=flux, y_scaled=y_scaled, names=names, config=method_config(how, config),
-                              log=TrainLog(log_path), stage="finetune")
+                              log=TrainLog(log_path), stage="finetune", groups=groups)
         summary.update(method=method, parent=parent, spec=spec)
     for m in members:
         m.eval()
