@@ -281,9 +281,10 @@ def _producer(groups, arms, grid, settings, out: "queue.Queue", stop: threading.
                     targets = batch.take(np.flatnonzero(target))
                     targets.meta["UNIQUE_ID"] = unique = _unique_in_file(targets.meta)
                     problems = list(batch.problems)
-                    if not unique.all():
-                        problems.append(f"{int((~unique).sum())} target rows share their TARGETID with "
-                                        f"another row of the same file (flagged DUPLICATE_ID)")
+                    dup_src = np.asarray(targets.meta["SOURCE"]).astype(str)[~unique]
+                    for path, k in zip(*np.unique(dup_src, return_counts=True)):
+                        problems.append(f"{path}: {k} target rows share their TARGETID with another row "
+                                        f"of the file (flagged DUPLICATE_ID)")
                     put(("files", gi, ledger))
                     put(("counts", gi, counts))
                     put(("problems", gi, problems))

@@ -246,17 +246,18 @@ def _preprocess_chunk(batch, z, known, *, obs, grid, settings, fit_blue, fit_red
     with np.errstate(over="ignore", invalid="ignore"):  # absurd flux (1e19 and up): caught below
         norm = clean / cont
         norm_ivar = np.where(bad, np.float32(0), ivar * (cont * cont))
+    # a flux so large that the normalised inverse variance overflows (or anything else
+    # non-finite) is a failed normalisation (CONT_OK False): such a row must not reach the network
+    finite = np.isfinite(norm).all(axis=1) & np.isfinite(norm_ivar).all(axis=1)
+    if not finite.all():
+        norm = np.where(finite[:, None], norm, np.float32(1))
+        norm_ivar = np.where(finite[:, None], norm_ivar, np.float32(0))
 
     target = grid.wave if not np.any(z) else grid.wave[None, :] * (1.0 + z)[:, None]
     if wave.shape[-1] < 2:  # no arm reaches the grid: nothing covered
         wave, norm, norm_ivar = np.full(2, np.nan), np.ones((n, 2)), np.zeros((n, 2))
         cont = np.ones((n, 2))
     out = resample_to_grid(wave=wave, flux=norm, ivar=norm_ivar, target=target)
-    # a flux so large that the normalised inverse variance overflows (or anything else
-    # non-finite) is a failed normalisation: such a row must not reach the network
-    finite = np.isfinite(out.flux).all(axis=1) & np.isfinite(out.ivar).all(axis=1)
-    if not finite.all():
-        out.flux[~finite], out.ivar[~finite] = 1.0, 0.0
     covered = out.covered
     coverage = covered.mean(axis=1).astype(np.float32)
     ncov = covered.sum(axis=1)
