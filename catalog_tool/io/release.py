@@ -262,6 +262,8 @@ def _scan(path: str):
         return "skip", exc.problem
     except OSError as exc:  # e.g. the file vanished or became unreadable between walk and scan
         return "skip", f"cannot be read ({exc.strerror or exc})"
+    except (ValueError, TypeError, IndexError, KeyError) as exc:  # a damage no check foresaw
+        return "skip", f"cannot be scanned ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
 
 
 def discover(inputs: Iterable[str | os.PathLike]) -> ReleaseIndex:

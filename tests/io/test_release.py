@@ -80,6 +80,23 @@ def test_a_coadd_cut_at_an_hdu_boundary_is_skipped_not_taken_for_a_companion(rea
         assert path == str(cut) and "is missing" in reason and "cut-short coadd" in reason, reason
 
 
+def test_an_unforeseen_error_while_scanning_skips_that_file_only(realdata, tmp_path, monkeypatch):
+    from catalog_tool.io import desi
+
+    real = desi.scan_coadd
+
+    def scan(path):
+        if os.path.basename(path) == SPECIAL:
+            raise ValueError("a header value\nno check foresaw")
+        return real(path)
+
+    monkeypatch.setattr(desi, "scan_coadd", scan)
+    idx = release.discover([realdata / "desi" / SPECIAL, realdata / "desi" / EDR])
+    assert [os.path.basename(e.path) for e in idx.entries] == [EDR]
+    assert idx.skipped == [(str(realdata / "desi" / SPECIAL),
+                            "cannot be scanned (ValueError: a header value no check foresaw)")]
+
+
 def test_discover_tiles_lamost_files_and_duplicates(tree, realdata):
     root, lam, _ = tree
     tile = root / "tiles" / "cumulative" / "80613" / "20210324" / TILE
