@@ -98,7 +98,9 @@ pixel, in the layout of DESI's healpix products:
     healpix/{{survey}}/{{program}}/{{pixel//100}}/{{pixel}}/stxcat-{{survey}}-{{program}}-{{pixel}}.fits
 
 with the same HDUs (without `{dm.ERRORS_EXTNAME}`) and headers as the merged VAC. A blank survey or
-program (a LAMOST file whose release is unknown) is written as `unknown`.
+program (a LAMOST file whose release is unknown) is written as `unknown`; rows without a valid
+position (`HEALPIX` -1, flag `BAD_COORDS`) go to the file of pixel -1 (`.../-1/-1/stxcat-...--1.fits`),
+so that the per-pixel files together still hold every row.
 
 ## Opening the VAC
 
