@@ -202,6 +202,9 @@ def annotate(inputs, config_file, **options):
         click.echo(f"wrote {summary.per_pixel_files} per-pixel VAC files beside it")
     if summary.partitions_skipped:
         click.echo(f"resumed: {summary.partitions_skipped} of {summary.partitions} partitions were already done")
+    if summary.problems:
+        click.echo(f"{len(summary.problems)} reading problem(s), e.g. {summary.problems[0]} (all in "
+                   f"{cfg.resolved_work_dir}/stxcat.log; the rows are flagged)", err=True)
     report_failed_files(summary.failed_files, where=f"the ERRORS table and {cfg.resolved_work_dir}/stxcat.log")
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import healpy
 import numpy as np
 
-__all__ = ["HEALPIX_NSIDE", "HEALPIX_NEST", "FileEntry", "radec_to_healpix", "pixel_of_targets", "text_column"]
+__all__ = ["HEALPIX_NSIDE", "HEALPIX_NEST", "FileEntry", "valid_radec", "radec_to_healpix", "pixel_of_targets",
+           "text_column"]
 
 #: HEALPix resolution and ordering used everywhere (the DESI healpix coadds' own).
 HEALPIX_NSIDE = 64
@@ -56,15 +57,27 @@ class FileEntry:
 # ---------------------------------------------------------------------------------------------
 # HEALPix
 # ---------------------------------------------------------------------------------------------
-def radec_to_healpix(*, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """Nside 64 NESTED pixel of each (ra, dec) in degrees; -1 where they are not valid.
+def valid_radec(*, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """True where (ra, dec) in degrees is a position: both finite and -90 <= dec <= 90.
 
-    Unassigned DESI fibres may carry NaN coordinates, and |dec| > 90 is nonsense: neither may
-    raise inside healpy, so they get -1.
+    RA is taken modulo 360. The one test of a valid position: rows failing it get
+    ``HEALPIX = -1`` (and the VAC's ``BAD_COORDS`` bit).
     """
     ra = np.asarray(ra, dtype=np.float64)
     dec = np.asarray(dec, dtype=np.float64)
-    good = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
+
+
+def radec_to_healpix(*, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Nside 64 NESTED pixel of each (ra, dec) in degrees; -1 where they are not valid.
+
+    Unassigned DESI fibres may carry NaN coordinates, and |dec| > 90 is nonsense (a damaged
+    table): neither may raise inside healpy, so they get -1 (see :func:`valid_radec`).
+    """
+    ra = np.asarray(ra, dtype=np.float64)
+    dec = np.asarray(dec, dtype=np.float64)
+    good = valid_radec(ra=ra, dec=dec)
     out = np.full(ra.shape, -1, dtype=np.int32)
     if good.any():
         out[good] = healpy.ang2pix(HEALPIX_NSIDE, np.mod(ra[good], 360.0), dec[good],
@@ -79,7 +92,7 @@ def pixel_of_targets(*, ra: np.ndarray, dec: np.ndarray) -> int:
     """
     ra = np.asarray(ra, dtype=np.float64)
     dec = np.asarray(dec, dtype=np.float64)
-    good = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
+    good = valid_radec(ra=ra, dec=dec)
     if not good.any():
         return -1
     vec = healpy.ang2vec(np.mod(ra[good], 360.0), dec[good], lonlat=True).mean(axis=0)

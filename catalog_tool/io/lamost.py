@@ -374,6 +374,10 @@ def _read_one(path: str | os.PathLike) -> tuple[SpectraBatch, list[str]]:
         flux, ivar, raw_mask = image[0], image[1], image[3]
     else:
         layout = "dr10"
+        lengths = {c: np.size(table[c][0]) for c in ("FLUX", "IVAR", "WAVELENGTH", "ANDMASK")}
+        if len(set(lengths.values())) != 1:
+            raise UnknownLayoutError(path, f"HDU {_COADD!r} arrays differ in length ("
+                                           + ", ".join(f"{c} {n}" for c, n in lengths.items()) + ")")
         flux, ivar, raw_mask = table["FLUX"][0], table["IVAR"][0], table["ANDMASK"][0]
         wave = table["WAVELENGTH"][0].astype(np.float64)
         if not _is_wavelength_grid(wave):
@@ -446,7 +450,9 @@ def read_lamost_files(paths: Iterable[str | os.PathLike]
         ``problems`` are grouped: one line per kind of problem with the number of files and the
         first of them, so a release of millions of DR1 files does not yield millions of lines.
     failures : list of (str, str)
-        ``(path, reason)`` for every file that raised a typed input error.
+        ``(path, reason)`` for every file that raised a typed input error (or, from a damage
+        no check foresaw, a ValueError, TypeError, IndexError or KeyError: one bad file never
+        takes the others down with it).
     """
     batches, failures = [], []
     grouped: dict[str, list[str]] = {}
@@ -456,6 +462,9 @@ def read_lamost_files(paths: Iterable[str | os.PathLike]
             batch, notes = _read_one(p)
         except InputFileError as exc:
             failures.append((p, exc.problem))
+            continue
+        except (ValueError, TypeError, IndexError, KeyError) as exc:  # a damage no check foresaw
+            failures.append((p, f"could not be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"))
             continue
         batches.append(batch)
         for note in notes:

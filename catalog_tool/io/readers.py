@@ -26,7 +26,7 @@ from catalog_tool.batch import SpectraBatch
 from catalog_tool.io import desi, lamost
 from catalog_tool.io.entry import FileEntry
 
-__all__ = ["Reader", "READERS", "reader", "claim", "catch_all", "read_groups"]
+__all__ = ["Reader", "READERS", "reader", "claim", "catch_all", "read_groups", "group_entries"]
 
 
 @dataclass(frozen=True)
@@ -124,14 +124,23 @@ def read_groups(entries: Iterable, *, wave_range: tuple[float, float] | None = N
     ValueError
         An entry whose kind no reader has (before anything is read).
     """
+    for r, group in group_entries(entries):
+        batches, failures = r.read(group, wave_range=wave_range)
+        yield r, batches, failures
+
+
+def group_entries(entries: Iterable) -> list[tuple[Reader, list[str]]]:
+    """The reading groups of :func:`read_groups`, without reading: ``(reader, paths)`` per group.
+
+    Raises ValueError for an entry whose kind no reader has.
+    """
     paths: dict[str, list[str]] = {}
     for e in entries:
         kind, path = _kind_path(e)
         reader(kind)  # unknown kinds fail here, before any reading
         paths.setdefault(kind, []).append(path)
+    groups = []
     for r in READERS:
         mine = paths.get(r.kind, [])
-        groups = [[p] for p in mine] if r.one_file_per_batch else ([mine] if mine else [])
-        for group in groups:
-            batches, failures = r.read(group, wave_range=wave_range)
-            yield r, batches, failures
+        groups += [(r, [p]) for p in mine] if r.one_file_per_batch else ([(r, mine)] if mine else [])
+    return groups

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 
 from catalog_tool.errors import ConfigError, InputFileError
 from catalog_tool.io import readers
-from catalog_tool.io.entry import HEALPIX_NEST, HEALPIX_NSIDE, FileEntry, pixel_of_targets, radec_to_healpix
+from catalog_tool.io.entry import (HEALPIX_NEST, HEALPIX_NSIDE, FileEntry, pixel_of_targets, radec_to_healpix,
+                                   valid_radec)
 from catalog_tool.io.fitsutil import open_fits
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "FileEntry",
     "ReleaseIndex",
     "Partition",
+    "valid_radec",
     "radec_to_healpix",
     "pixel_of_targets",
     "discover",
@@ -179,6 +181,8 @@ def _scan(path: str):
         return "skip", exc.problem
     except OSError as exc:  # e.g. the file vanished or became unreadable between walk and scan
         return "skip", f"cannot be read ({exc.strerror or exc})"
+    except (ValueError, TypeError, IndexError, KeyError) as exc:  # a damage no check foresaw
+        return "skip", f"cannot be scanned ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
 
 
 def discover(inputs: Iterable[str | os.PathLike]) -> ReleaseIndex:

@@ -16,7 +16,7 @@ import numpy as np
 
 from catalog_tool.batch import SpectraBatch
 from catalog_tool.errors import InputFileError, StxcatError
-from catalog_tool.io.readers import read_groups
+from catalog_tool.io.readers import group_entries
 from catalog_tool.select import is_star, is_target
 
 __all__ = ["run_partition", "process_files", "prepare_targets", "finish_targets",
@@ -128,6 +128,7 @@ def finish_targets(prep: _Prepared, *, bundle, device: str, batch_size: int, thr
     ``columns_from_prediction``, the diagnostics and ``FLAGS``; ``PRIMARY`` and ``FLAG_BAD`` are
     the merge's business.
     """
+    from catalog_tool.io.entry import valid_radec
     from catalog_tool.models.infer import predict
     from catalog_tool.vac import datamodel as dm
     from catalog_tool.vac import flags as fl
@@ -151,7 +152,9 @@ def finish_targets(prep: _Prepared, *, bundle, device: str, batch_size: int, thr
         is_star=star, snr=diag["SNR_MEDIAN"], bad_frac=diag["BAD_FRAC"], covered=diag["COVERED"],
         cont_ok=diag["CONT_OK"], pred_in_domain=fl.in_domain(values=values, lo=lo, hi=hi),
         ensemble_std=ens, label_names=names, zwarn=table["ZWARN"], fiberstatus=table["COADD_FIBERSTATUS"],
-        estimated=np.isfinite(values).all(axis=1), thresholds=thresholds)
+        estimated=np.isfinite(values).all(axis=1), redrock_found=meta.get("REDROCK_FOUND"),
+        coords_ok=valid_radec(ra=meta["TARGET_RA"], dec=meta["TARGET_DEC"]),
+        unique_id=meta.get("UNIQUE_ID"), thresholds=thresholds)
     return table
 
 
@@ -168,9 +171,61 @@ def _bundle_inputs(bundle):
 CHUNK_ROWS = 1024
 
 
-def _producer(files, wave_range, grid, settings, out: "queue.Queue", stop: threading.Event) -> None:
-    """Reader thread: read the files group by group (:func:`catalog_tool.io.readers.read_groups`),
-    select targets, preprocess, and queue the chunks in order."""
+def _unique_in_file(meta: dict) -> np.ndarray:
+    """False on target rows whose TARGETID is on another target row of the same file (``SOURCE``)."""
+    n = len(meta["TARGETID"])
+    if n == 0:
+        return np.ones(0, bool)
+    key = np.char.add(np.char.add(np.asarray(meta["SOURCE"]).astype(str), "#"),
+                      np.asarray(meta["TARGETID"]).astype(str))
+    _, inverse, count = np.unique(key, return_inverse=True, return_counts=True)
+    return count[inverse.reshape(-1)] == 1
+
+
+def _ledger(batch: SpectraBatch, target: np.ndarray, planned: dict) -> tuple[dict, list]:
+    """Per file of a batch: FIBERMAP rows read and targets among them, checked against the plan.
+
+    ``planned`` maps each file's path to its FIBERMAP row count in the plan (None: unknown).
+    Returns the ledger ``{path: {"fibermap": n, "targets": t}}`` and the files whose row count
+    differs from the plan's (rewritten since it was made), as failures.
+    """
+    source = np.asarray(batch.meta["SOURCE"]).astype(str)
+    names, index = np.unique(source, return_inverse=True)
+    rows = np.bincount(index, minlength=len(names))
+    targets = np.bincount(index, weights=target, minlength=len(names)).astype(int)
+    ledger, changed = {}, []
+    for name, n, t in zip(names.tolist(), rows.tolist(), targets.tolist()):
+        want = planned.get(name)
+        if want is not None and int(want) != n:
+            changed.append((name, f"changed since the run was planned (FIBERMAP has {n} rows, the "
+                                  f"plan {want}): run again with --overwrite"))
+        else:
+            ledger[name] = {"fibermap": n, "targets": t}
+    return ledger, changed
+
+
+def _crash_reason(exc: BaseException) -> str:
+    """One line for an unexpected error: what it was and the innermost stxcat frame (a bug)."""
+    import traceback
+
+    where = ""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if "catalog_tool" in frame.filename:
+            where = f" at {os.path.basename(frame.filename)}:{frame.lineno} in {frame.name}"
+            break
+    text = " ".join(str(exc).split())[:200]
+    return f"could not be processed: {type(exc).__name__}: {text}{where} (an stxcat bug: please report it)"
+
+
+def _producer(groups, planned, wave_range, grid, settings, out: "queue.Queue", stop: threading.Event) -> None:
+    """Reader thread: read each group (:func:`catalog_tool.io.readers.group_entries`), select
+    targets, preprocess, and queue the chunks in order.
+
+    Messages are ``(what, group index, item)``. A group (one file, or all of a reader's files when
+    it reads them together) that raises anything unexpected is reported as ``group_failed`` with
+    every file of it, so the consumer drops whatever rows of it it already has: a file is processed
+    whole or not at all.
+    """
 
     def put(item):
         while not stop.is_set():
@@ -181,21 +236,42 @@ def _producer(files, wave_range, grid, settings, out: "queue.Queue", stop: threa
                 continue
 
     try:
-        for reader, batches, failed in read_groups(files, wave_range=wave_range):
-            put(("failed", failed))
-            for batch in batches:
-                kind = np.char.upper(np.asarray(batch.meta["FIBER_KIND"]).astype(str))
-                counts = {"sky": int((kind == "SKY").sum()), "unassigned": int((kind == "UNASSIGNED").sum())}
-                targets = batch.take(np.flatnonzero(is_target(batch.meta)))
-                put(("counts", counts))
-                for start in range(0, len(targets), CHUNK_ROWS):
-                    if stop.is_set():
-                        return
-                    chunk = targets.take(np.arange(start, min(start + CHUNK_ROWS, len(targets))))
-                    put(("chunk", prepare_targets(chunk, kind=reader.kind, grid=grid, settings=settings)))
-        put(("end", None))
+        for gi, (reader, group) in enumerate(groups):
+            try:
+                batches, failed = reader.read(group, wave_range=wave_range)
+                for batch in batches:
+                    target = is_target(batch.meta)
+                    ledger, changed = _ledger(batch, target, planned)
+                    failed += changed
+                    if changed:
+                        keep = ~np.isin(np.asarray(batch.meta["SOURCE"]).astype(str), [p for p, _ in changed])
+                        batch, target = batch.take(np.flatnonzero(keep)), target[keep]
+                    kind = np.char.upper(np.asarray(batch.meta["FIBER_KIND"]).astype(str))
+                    counts = {"sky": int((kind == "SKY").sum()), "unassigned": int((kind == "UNASSIGNED").sum())}
+                    targets = batch.take(np.flatnonzero(target))
+                    targets.meta["UNIQUE_ID"] = unique = _unique_in_file(targets.meta)
+                    problems = list(batch.problems)
+                    dup_src = np.asarray(targets.meta["SOURCE"]).astype(str)[~unique]
+                    for path, k in zip(*np.unique(dup_src, return_counts=True)):
+                        problems.append(f"{path}: {k} target rows share their TARGETID with another row "
+                                        f"of the file (flagged DUPLICATE_ID)")
+                    put(("files", gi, ledger))
+                    put(("counts", gi, counts))
+                    put(("problems", gi, problems))
+                    for start in range(0, len(targets), CHUNK_ROWS):
+                        if stop.is_set():
+                            return
+                        chunk = targets.take(np.arange(start, min(start + CHUNK_ROWS, len(targets))))
+                        put(("chunk", gi, prepare_targets(chunk, kind=reader.kind, grid=grid, settings=settings)))
+                put(("failed", gi, failed))
+            except MemoryError:
+                raise
+            except Exception as exc:  # one file's bug or damage must not end the partition
+                reason = _crash_reason(exc)
+                put(("group_failed", gi, ([(os.fspath(path), reason) for path in group], exc)))
+        put(("end", None, None))
     except BaseException as exc:  # handed to the consumer, which re-raises it in the task
-        put(("error", exc))
+        put(("error", None, exc))
 
 
 def process_files(files: list[dict], *, bundle, device: str, batch_size: int, thresholds=None,
@@ -209,14 +285,22 @@ def process_files(files: list[dict], *, bundle, device: str, batch_size: int, th
     ``thresholds`` (:class:`~catalog_tool.vac.flags.FlagThresholds`) are the run's, recorded in its
     plan (see :func:`run_settings`); the defaults when None.
 
+    Every file ends in exactly one of two places: its target rows in ``table`` (and an entry in
+    ``counts["files"]``), or ``failures``. A file that raises anything while it is read,
+    preprocessed or inferred is a failure as a whole (rows it already produced are dropped); with
+    ``strict`` the first failure is raised instead.
+
     Returns
     -------
     table : ndarray in the VAC data model's dtype
         The VAC rows of every target in the readable files, in file order (0 rows when none).
     failures : list of (path, reason)
-        Files that could not be read (their targets are unknown, hence no rows).
+        Files that could not be used (their targets get no rows).
     counts : dict
-        ``targets``, ``stars``, ``sky``, ``unassigned`` for the log.
+        ``targets``, ``stars``, ``sky``, ``unassigned`` for the log; ``files``, the ledger
+        ``{path: {"fibermap": rows read, "targets": rows in table}}`` of every file in ``table``
+        (what the merge checks the VAC against); ``problems``, non-fatal reading problems
+        (missing redrock file, duplicate TARGETIDs, ...), one line each.
     """
     from catalog_tool.preprocess.chain import needed_observed_range
     from catalog_tool.vac.datamodel import empty_table
@@ -226,46 +310,84 @@ def process_files(files: list[dict], *, bundle, device: str, batch_size: int, th
     grid, settings = _bundle_inputs(bundle)
     # preprocessing alone says which wavelengths it reads; the readers read only what covers them
     wave_range = needed_observed_range(grid=grid, settings=settings)
-    parts, failures = [], []
-    counts = {"targets": 0, "stars": 0, "sky": 0, "unassigned": 0}
+    groups = group_entries(files)
+    planned = {os.fspath(f["path"]): f.get("nspec") for f in files}
+    rows_of: dict[int, list] = {}
+    ledger_of: dict[int, dict] = {}
+    counts_of: dict[int, dict] = {}
+    failures, problems, dead = [], [], set()
+
+    def fail(gi, failed, exc=None):
+        if strict and failed:
+            if exc is not None:
+                raise exc
+            path, reason = failed[0]
+            raise InputFileError(path, reason + " (--strict)")
+        failures.extend(failed)
+        if exc is not None:
+            dead.add(gi)
+            rows_of.pop(gi, None)
+            ledger_of.pop(gi, None)
+            counts_of.pop(gi, None)
+
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
-    reader = threading.Thread(target=_producer, args=(files, wave_range, grid, settings, q, stop),
+    reader = threading.Thread(target=_producer, args=(groups, planned, wave_range, grid, settings, q, stop),
                               name="stxcat-reader", daemon=True)
     reader.start()
     try:
         while True:
-            what, item = q.get()
+            what, gi, item = q.get()
             if what == "end":
                 break
             if what == "error":
                 raise item
+            if what == "group_failed":
+                if gi not in dead:
+                    fail(gi, item[0], item[1])
+                continue
+            if gi in dead:
+                continue
             if what == "failed":
-                if item and strict:
-                    path, reason = item[0]
-                    raise InputFileError(path, reason + " (--strict)")
-                failures.extend(item)
+                fail(gi, item)
+            elif what == "files":
+                ledger_of.setdefault(gi, {}).update(item)
             elif what == "counts":
+                c = counts_of.setdefault(gi, {"sky": 0, "unassigned": 0})
                 for k, v in item.items():
-                    counts[k] += v
+                    c[k] += v
+            elif what == "problems":
+                problems.extend(item)
             else:
-                rows = finish_targets(item, bundle=bundle, device=device, batch_size=batch_size,
-                                      thresholds=thresholds)
-                counts["targets"] += len(rows)
-                counts["stars"] += int(np.isfinite(rows[bundle.label_names[0]]).sum())
-                parts.append(rows)
+                try:
+                    rows = finish_targets(item, bundle=bundle, device=device, batch_size=batch_size,
+                                          thresholds=thresholds)
+                except MemoryError:
+                    raise
+                except Exception as exc:  # as in the reader: the group fails, the partition goes on
+                    fail(gi, [(os.fspath(path), _crash_reason(exc)) for path in groups[gi][1]], exc)
+                    continue
+                rows_of.setdefault(gi, []).append(rows)
     finally:
         stop.set()
         reader.join()
-    return (np.concatenate(parts) if parts else empty_table(0)), failures, counts
+    parts = [r for gi in sorted(rows_of) for r in rows_of[gi]]
+    table = np.concatenate(parts) if parts else empty_table(0)
+    counts = {"targets": len(table), "stars": int(np.isfinite(table[bundle.label_names[0]]).sum()),
+              "sky": sum(c["sky"] for c in counts_of.values()),
+              "unassigned": sum(c["unassigned"] for c in counts_of.values()),
+              "files": {p: e for gi in sorted(ledger_of) for p, e in ledger_of[gi].items()},
+              "problems": problems}
+    return table, failures, counts
 
 
 def run_partition(part: dict, *, work_dir: str, model: str, model_sha256: str, device: str,
                   batch_size: int, threads: int, strict: bool, settings: dict, provenance=None) -> dict:
     """Process one partition and record it in ``work_dir`` (part file, then done marker).
 
-    Returns the done marker's content: ``index``, ``rows``, ``nspec``, ``errors``, ``counts`` and
-    ``device`` (the one this worker used: ``auto`` is resolved here, on the worker).
+    Returns the done marker's content: ``index``, ``rows``, ``nspec``, ``errors``, ``counts``,
+    ``device`` (the one this worker used: ``auto`` is resolved here, on the worker), ``files``
+    (the per-file ledger the merge checks the rows against) and ``problems`` (for the log).
     """
     from catalog_tool.models.infer import resolve_device
     from catalog_tool.models.threads import torch_threads
@@ -286,7 +408,9 @@ def run_partition(part: dict, *, work_dir: str, model: str, model_sha256: str, d
                                 date="1970-01-01T00:00:00", thresholds=thresholds)
     vac_write.write_vac(wd.part_path(part["index"]), table, provenance=prov,
                         errors=failures, compute_primary=False, overwrite=True)
+    files, problems = counts.pop("files"), counts.pop("problems")
     info = {"index": part["index"], "rows": len(table), "nspec": part["nspec"],
-            "errors": [list(f) for f in failures], "counts": counts, "device": device}
+            "errors": [list(f) for f in failures], "counts": counts, "device": device,
+            "files": files, "problems": problems}
     wd.mark_done(part["index"], info)
     return info

@@ -132,7 +132,7 @@ def _median_snr(flux, ivar, bad, inwin):
         return med
     c = slice(int(cols[0]), int(cols[-1]) + 1)
     use = use[:, c]
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # absurd flux: inf, a NaN-free median all the same
         v = flux[:, c] * np.sqrt(ivar[:, c], dtype=np.float32)
     nbad = (~use).sum(axis=1)
     if nbad.any():
@@ -245,8 +245,15 @@ def _preprocess_chunk(batch, z, known, *, obs, grid, settings, fit_blue, fit_red
     cont = res_c.continuum
     status = res_c.status
     status[~(inwin & ~bad).any(axis=1)] |= CONT_NO_DATA
-    norm = clean / cont
-    norm_ivar = np.where(bad, np.float32(0), ivar * (cont * cont))
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd flux (1e19 and up): caught below
+        norm = clean / cont
+        norm_ivar = np.where(bad, np.float32(0), ivar * (cont * cont))
+    # a flux so large that the normalised inverse variance overflows (or anything else
+    # non-finite) is a failed normalisation (CONT_OK False): such a row must not reach the network
+    finite = np.isfinite(norm).all(axis=1) & np.isfinite(norm_ivar).all(axis=1)
+    if not finite.all():
+        norm = np.where(finite[:, None], norm, np.float32(1))
+        norm_ivar = np.where(finite[:, None], norm_ivar, np.float32(0))
 
     target = grid.wave if not np.any(z) else grid.wave[None, :] * (1.0 + z)[:, None]
     if wave.shape[-1] < 2:  # no arm reaches the grid: nothing covered
@@ -258,7 +265,7 @@ def _preprocess_chunk(batch, z, known, *, obs, grid, settings, fit_blue, fit_red
     ncov = covered.sum(axis=1)
     n_good = (out.ivar > 0).sum(axis=1).astype(np.int32)
     bad_frac = np.where(ncov > 0, 1.0 - n_good / np.maximum(ncov, 1), 1.0).astype(np.float32)
-    cont_ok = (status & CONT_BAD_BITS) == 0
+    cont_ok = ((status & CONT_BAD_BITS) == 0) & finite
     is_covered = coverage >= settings.min_coverage - 1e-9
     rv_ok = known if settings.rest_frame else np.ones(n, bool)
     diagnostics = {

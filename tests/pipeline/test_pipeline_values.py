@@ -51,10 +51,16 @@ def _expected(batch, bundle, *, kind, thresholds=fl.DEFAULT_THRESHOLDS) -> dict:
     lamost_rows = np.char.strip(np.asarray(meta["SURVEY"]).astype(str)) == "lamost"
     zwarn = np.where(lamost_rows, -1, meta.get("ZWARN", np.full(n, -1)))
     fibst = np.where(lamost_rows, -1, meta.get("COADD_FIBERSTATUS", np.full(n, -1)))
+    ra, dec = np.asarray(meta["TARGET_RA"]), np.asarray(meta["TARGET_DEC"])
+    _, inv, cnt = np.unique(np.asarray(meta["TARGETID"]), return_inverse=True, return_counts=True)
     flags = fl.compute_flags(
         is_star=star, snr=snr, bad_frac=bad_frac, covered=covered, cont_ok=cont_ok,
         pred_in_domain=fl.in_domain(values=values, lo=lo, hi=hi), ensemble_std=ens, label_names=names,
-        estimated=np.isfinite(values).all(axis=1), zwarn=zwarn, fiberstatus=fibst, thresholds=thresholds)
+        estimated=np.isfinite(values).all(axis=1), zwarn=zwarn, fiberstatus=fibst,
+        redrock_found=meta.get("REDROCK_FOUND"),  # DESI only: the reader's join
+        coords_ok=np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90),
+        unique_id=cnt[inv.reshape(-1)] == 1 if "REDROCK_FOUND" in meta else None,  # one batch = one DESI file
+        thresholds=thresholds)
     out = {"SOURCE": [os.path.basename(s) for s in meta["SOURCE"]], "SOURCE_ROW": meta["ROW"],
            "TARGETID": meta["TARGETID"], "SNR": snr, "FLAGS": flags, "BAD_FRAC": bad_frac,
            "TARGET_RA": meta["TARGET_RA"], "TARGET_DEC": meta["TARGET_DEC"], "HEALPIX": meta["HEALPIX"]}
@@ -184,22 +190,27 @@ def test_rest_frame_model_reads_what_high_velocity_stars_need(tmp_path, desi_rel
 
 #: The published bits of FLAGS. Written out by hand on purpose: a bit renumbered, renamed, moved in
 #: or out of FLAG_BAD, or dropped must fail here, and be a deliberate data-model change.
+#: Bits 0-11 as first published; 12-14 added with issue 14/16 (NO_REDROCK, BAD_COORDS, DUPLICATE_ID);
+#: INPUT_OUT_OF_DOMAIN (5) and READ_FAILED (10) retired then: never set, numbers kept.
 GOLDEN_FLAGS = {
     "NOT_STAR": 0, "LOW_SNR": 1, "BAD_PIXELS": 2, "NOT_COVERED": 3, "CONT_FAIL": 4,
     "INPUT_OUT_OF_DOMAIN": 5, "PRED_OUT_OF_DOMAIN": 6, "ENSEMBLE_DISAGREE": 7, "ZWARN": 8,
-    "BAD_FIBERSTATUS": 9, "READ_FAILED": 10, "NOT_ESTIMATED": 11,
+    "BAD_FIBERSTATUS": 9, "READ_FAILED": 10, "NOT_ESTIMATED": 11, "NO_REDROCK": 12, "BAD_COORDS": 13,
+    "DUPLICATE_ID": 14,
 }
 GOLDEN_BAD = {"NOT_STAR", "BAD_PIXELS", "NOT_COVERED", "CONT_FAIL", "PRED_OUT_OF_DOMAIN", "ENSEMBLE_DISAGREE",
-              "BAD_FIBERSTATUS", "READ_FAILED", "NOT_ESTIMATED"}
+              "BAD_FIBERSTATUS", "READ_FAILED", "NOT_ESTIMATED", "DUPLICATE_ID"}
+GOLDEN_RETIRED = {"INPUT_OUT_OF_DOMAIN", "READ_FAILED"}
 
 
 def test_golden_flag_mapping():
     assert {f.name: f.bit for f in fl.FLAG_BITS} == GOLDEN_FLAGS
     assert {f.name for f in fl.FLAG_BITS if f.bad} == GOLDEN_BAD
-    assert fl.BAD_MASK == sum(1 << GOLDEN_FLAGS[n] for n in GOLDEN_BAD) == 3805
+    assert {f.name for f in fl.FLAG_BITS if f.retired} == GOLDEN_RETIRED
+    assert fl.BAD_MASK == sum(1 << GOLDEN_FLAGS[n] for n in GOLDEN_BAD) == 3805 + (1 << 14) == 20189
     cards = {c["name"]: c["value"] for c in fl.header_cards()}
     assert {v: int(k[5:]) for k, v in cards.items() if k.startswith("FLAGB")} == GOLDEN_FLAGS
-    assert cards["BADMASK"] == 3805
+    assert cards["BADMASK"] == 20189
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_FLAGS))
