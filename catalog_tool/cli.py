@@ -98,6 +98,19 @@ def _snr_options(func):
                         help="Smallest median S/N per pixel.")(func)
 
 
+def _randomise_option(func):
+    return click.option("--randomise", is_flag=True,
+                        help="Perturb each star as real spectra vary: LSF width and slope, flux-calibration "
+                             "tilts and wiggles, sky residuals, dust, masked runs (ranges of "
+                             "catalog_tool.sim.randomise); the draws are written to the truth table.")(func)
+
+
+def _randomisation(flag: bool):
+    from catalog_tool.sim.randomise import DomainRandomisation
+
+    return DomainRandomisation() if flag else None
+
+
 @simulate.command("desi")
 @click.argument("out", type=click.Path(path_type=str))
 @click.option("--pixels", type=int, default=4, show_default=True, help="HEALPix pixels (nside 64) to write.")
@@ -108,18 +121,20 @@ def _snr_options(func):
 @_snr_options
 @click.option("--no-resolution", is_flag=True, help="Leave out the RESOLUTION HDUs (most of the volume).")
 @click.option("--no-checksum", is_flag=True, help="Skip CHECKSUM/DATASUM keywords.")
+@_randomise_option
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Processes writing pixels in parallel; the output does not depend on it.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier simulation in OUT.")
 @friendly_errors
 def simulate_desi_cmd(out, pixels, per_pixel, seed, survey, program, snr_min, snr_max, no_resolution,
-                      no_checksum, workers, overwrite):
+                      no_checksum, randomise, workers, overwrite):
     """Write a DESI healpix release (coadd + redrock files) and truth-desi.fits into OUT."""
     from catalog_tool.sim.desi import simulate_desi
 
     r = simulate_desi(out, pixels=pixels, per_pixel=per_pixel, seed=seed, survey=survey, program=program,
                       snr_range=(snr_min, snr_max), resolution=not no_resolution,
-                      checksum=not no_checksum, overwrite=overwrite, workers=workers)
+                      checksum=not no_checksum, overwrite=overwrite, workers=workers,
+                      randomise=_randomisation(randomise))
     click.echo(f"wrote {r.nspec} spectra ({r.nstars} stars) in {len(r.files) // 2} pixels; truth: {r.truth}")
 
 
@@ -131,14 +146,15 @@ def simulate_desi_cmd(out, pixels, per_pixel, seed, survey, program, snr_min, sn
               help="File layout of the LAMOST release to imitate; mixed draws one per file.")
 @click.option("--gzip", "gzip_", is_flag=True, help="Write .fits.gz files.")
 @_snr_options
+@_randomise_option
 @click.option("--overwrite", is_flag=True, help="Replace an earlier simulation in OUT.")
 @friendly_errors
-def simulate_lamost_cmd(out, n, seed, layout, gzip_, snr_min, snr_max, overwrite):
+def simulate_lamost_cmd(out, n, seed, layout, gzip_, snr_min, snr_max, randomise, overwrite):
     """Write LAMOST LRS spectrum files, catalog-lamost.fits and truth-lamost.fits into OUT."""
     from catalog_tool.sim.lamost import simulate_lamost
 
     r = simulate_lamost(out, n=n, seed=seed, layout=layout, gzip=gzip_, snr_range=(snr_min, snr_max),
-                        overwrite=overwrite)
+                        overwrite=overwrite, randomise=_randomisation(randomise))
     click.echo(f"wrote {r.nspec} spectra ({r.nstars} stars); truth: {r.truth}")
 
 

@@ -35,7 +35,7 @@ from catalog_tool.errors import ConfigError
 from catalog_tool.sim.library import assert_no_heldout, is_heldout
 from catalog_tool.sim.randomise import DomainRandomisation
 from catalog_tool.train.data import LabelledSet
-from catalog_tool.train.evaluate import calibration_table, fit_error_floor, metrics_table
+from catalog_tool.train.evaluate import calibration_table, fit_error_floor, metrics_table, robust_scatter
 from catalog_tool.train.library_sets import heldout_report, library_set, rendered_set
 
 __all__ = ["Sim2RealConfig", "TrainingSet", "build_sets", "concat_sets", "evaluate_heldout", "run_recipe",
@@ -305,11 +305,13 @@ def run_recipe(work, *, model, config: Sim2RealConfig, grid, settings, extra=(),
                            name=f"candidate-{method}", overwrite=True)
         vp = predict(bundle, flux=ft.data.flux[val_rows], ivar=ft.data.ivar[val_rows], noise="none").values
         val = float(np.nanmean(((vp - yval) / base.stds) ** 2))
-        results[method] = {"val_loss": val, "seconds": round(time.perf_counter() - t0, 1),
+        val_scatter = {n: robust_scatter(vp[:, j] - yval[:, j]) for j, n in enumerate(LABELS)}
+        results[method] = {"val_loss": val, "val_scatter": val_scatter, "seconds": round(time.perf_counter() - t0, 1),
                            **evaluate_heldout(bundle, sets)}
         candidates[method] = cand
         feh = next(r for r in results[method]["heldout_desi"] if r["label"] == "FEH" and r["subset"] == "all")
-        log(f"  val {val:.4f}; held-out DESI FEH scatter {feh['scatter']:.3f} ({results[method]['seconds']:.0f} s)")
+        log(f"  validation: loss {val:.4f}, FEH {val_scatter['FEH']:.3f}, TEFF {val_scatter['TEFF']:.0f}, "
+            f"LOGG {val_scatter['LOGG']:.3f}; held-out DESI FEH {feh['scatter']:.3f} ({results[method]['seconds']:.0f} s)")
     chosen = min(results, key=lambda m: results[m]["val_loss"])
     log(f"chosen method: {chosen}")
     final = candidates[chosen]
