@@ -168,8 +168,8 @@ def main() -> None:
     import torch
 
     from catalog_tool.models.bundle import bundled_names, load_bundle
-    from catalog_tool.pipeline.partition import arms_needed
-    from catalog_tool.preprocess.chain import needed_range
+    from catalog_tool.io.desi import arms_covering
+    from catalog_tool.preprocess.chain import needed_observed_range
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
 
@@ -178,9 +178,8 @@ def main() -> None:
     data.mkdir(parents=True, exist_ok=True)
     bundle_path = a.bundle or ("default" if "default" in bundled_names() else paper_bundle(data))
     bundle = load_bundle(bundle_path)
-    lo, hi, _, _ = needed_range(grid=ModelGrid.from_dict(bundle.grid),
-                                settings=PreprocessSettings.from_dict(bundle.preprocess))
-    arms = arms_needed(lo, hi)
+    arms = arms_covering(*needed_observed_range(grid=ModelGrid.from_dict(bundle.grid),
+                                                settings=PreprocessSettings.from_dict(bundle.preprocess)))
     print(f"# bundle {bundle.name} ({len(bundle.members)} members, {bundle.n_in} pixels); arms read: {','.join(arms)}; "
           f"device {a.device}; batch {a.batch_size}; scheduler {a.scheduler} x{a.workers}; --threads {a.threads}; "
           f"{os.cpu_count()} CPUs; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

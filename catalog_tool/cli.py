@@ -15,6 +15,23 @@ import click
 from catalog_tool import __version__
 from catalog_tool.errors import StxcatError
 
+#: Exit status of a command that wrote its output but could not read some input files.
+EXIT_SOME_FILES_FAILED = 3
+
+
+def report_failed_files(failures, *, where: str = "") -> None:
+    """Print the input files that could not be read (the first five) and exit with status 3.
+
+    The output (VAC, bundle, encoder, metrics) was written all the same; ``where`` says where the
+    whole list is. Nothing happens when there are none.
+    """
+    if not failures:
+        return
+    click.echo(f"{len(failures)} input file(s) could not be read{f' (see {where})' if where else ''}:", err=True)
+    for path, reason in list(failures)[:5]:
+        click.echo(f"  {path}: {reason}", err=True)
+    sys.exit(EXIT_SOME_FILES_FAILED)
+
 
 def friendly_errors(func):
     """Turn domain errors into a one-line ClickException (no traceback)."""
@@ -91,6 +108,19 @@ def _snr_options(func):
                         help="Smallest median S/N per pixel.")(func)
 
 
+def _randomise_option(func):
+    return click.option("--randomise", is_flag=True,
+                        help="Perturb each star as real spectra vary: LSF width and slope, flux-calibration "
+                             "tilts and wiggles, sky residuals, dust, masked runs (ranges of "
+                             "catalog_tool.sim.randomise); the draws are written to the truth table.")(func)
+
+
+def _randomisation(flag: bool):
+    from catalog_tool.sim.randomise import DomainRandomisation
+
+    return DomainRandomisation() if flag else None
+
+
 @simulate.command("desi")
 @click.argument("out", type=click.Path(path_type=str))
 @click.option("--pixels", type=int, default=4, show_default=True, help="HEALPix pixels (nside 64) to write.")
@@ -101,18 +131,20 @@ def _snr_options(func):
 @_snr_options
 @click.option("--no-resolution", is_flag=True, help="Leave out the RESOLUTION HDUs (most of the volume).")
 @click.option("--no-checksum", is_flag=True, help="Skip CHECKSUM/DATASUM keywords.")
+@_randomise_option
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Processes writing pixels in parallel; the output does not depend on it.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier simulation in OUT.")
 @friendly_errors
 def simulate_desi_cmd(out, pixels, per_pixel, seed, survey, program, snr_min, snr_max, no_resolution,
-                      no_checksum, workers, overwrite):
+                      no_checksum, randomise, workers, overwrite):
     """Write a DESI healpix release (coadd + redrock files) and truth-desi.fits into OUT."""
     from catalog_tool.sim.desi import simulate_desi
 
     r = simulate_desi(out, pixels=pixels, per_pixel=per_pixel, seed=seed, survey=survey, program=program,
                       snr_range=(snr_min, snr_max), resolution=not no_resolution,
-                      checksum=not no_checksum, overwrite=overwrite, workers=workers)
+                      checksum=not no_checksum, overwrite=overwrite, workers=workers,
+                      randomise=_randomisation(randomise))
     click.echo(f"wrote {r.nspec} spectra ({r.nstars} stars) in {len(r.files) // 2} pixels; truth: {r.truth}")
 
 
@@ -124,24 +156,21 @@ def simulate_desi_cmd(out, pixels, per_pixel, seed, survey, program, snr_min, sn
               help="File layout of the LAMOST release to imitate; mixed draws one per file.")
 @click.option("--gzip", "gzip_", is_flag=True, help="Write .fits.gz files.")
 @_snr_options
+@_randomise_option
 @click.option("--overwrite", is_flag=True, help="Replace an earlier simulation in OUT.")
 @friendly_errors
-def simulate_lamost_cmd(out, n, seed, layout, gzip_, snr_min, snr_max, overwrite):
+def simulate_lamost_cmd(out, n, seed, layout, gzip_, snr_min, snr_max, randomise, overwrite):
     """Write LAMOST LRS spectrum files, catalog-lamost.fits and truth-lamost.fits into OUT."""
     from catalog_tool.sim.lamost import simulate_lamost
 
     r = simulate_lamost(out, n=n, seed=seed, layout=layout, gzip=gzip_, snr_range=(snr_min, snr_max),
-                        overwrite=overwrite)
+                        overwrite=overwrite, randomise=_randomisation(randomise))
     click.echo(f"wrote {r.nspec} spectra ({r.nstars} stars); truth: {r.truth}")
 
 
 # ---------------------------------------------------------------------------------------------
 # annotate
 # ---------------------------------------------------------------------------------------------
-#: Exit status of an annotate run that wrote its VAC but could not read some input files.
-EXIT_SOME_FILES_FAILED = 3
-
-
 @main.command()
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=str))
 @click.option("--out", "-o", type=click.Path(path_type=str), default=None,
@@ -205,15 +234,16 @@ def annotate(inputs, config_file, **options):
         click.echo(f"wrote {summary.per_pixel_files} per-pixel VAC files beside it")
     if summary.partitions_skipped:
         click.echo(f"resumed: {summary.partitions_skipped} of {summary.partitions} partitions were already done")
+    if summary.missing:
+        click.echo(f"{summary.missing} catalogue row(s) name files that are not under the inputs: their rows "
+                   f"are flagged FILE_MISSING", err=True)
     if summary.unlisted:
         click.echo(f"{len(summary.unlisted)} file(s) under the inputs are not in the catalogue and were not read "
                    f"(listed in {cfg.resolved_work_dir}/stxcat.log), e.g. {summary.unlisted[0]}", err=True)
-    if summary.failed_files:
-        click.echo(f"{len(summary.failed_files)} input file(s) could not be read (see the ERRORS "
-                   f"table and {cfg.resolved_work_dir}/stxcat.log):", err=True)
-        for path, reason in summary.failed_files[:5]:
-            click.echo(f"  {path}: {reason}", err=True)
-        sys.exit(EXIT_SOME_FILES_FAILED)
+    if summary.problems:
+        click.echo(f"{len(summary.problems)} reading problem(s), e.g. {summary.problems[0]} (all in "
+                   f"{cfg.resolved_work_dir}/stxcat.log; the rows are flagged)", err=True)
+    report_failed_files(summary.failed_files, where=f"the ERRORS table and {cfg.resolved_work_dir}/stxcat.log")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,11 +404,7 @@ def _report_trained(outcome) -> None:
         click.echo(outcome.label_summary)
     click.echo(f"wrote bundle {b.path}: {b.ensemble_size} members, labels {', '.join(b.label_names)}, "
                f"method {b.method}, {outcome.n_spectra} spectra; log {outcome.log_path}")
-    if outcome.failures:
-        click.echo(f"{len(outcome.failures)} input file(s) could not be read:", err=True)
-        for path, reason in outcome.failures[:5]:
-            click.echo(f"  {path}: {reason}", err=True)
-        sys.exit(EXIT_SOME_FILES_FAILED)
+    report_failed_files(outcome.failures)
 
 
 @main.command()
@@ -478,20 +504,42 @@ def pretrain_encoder_cmd(spectra, out, epochs, preset, width, layers, heads, con
                f"{s['initial_val']['total']:.4g} -> {s['best_val_loss']:.4g}; {s['seconds_per_epoch']} s/epoch; "
                f"log {r.log_path}")
     parts = [r.report["a"], r.report["b"]] if "a" in r.report else [r.report]
-    skipped = [f for part in parts for f in part["files_skipped"]]
-    if skipped:
-        click.echo(f"{len(skipped)} input file(s) could not be read:", err=True)
-        for path, reason in skipped[:5]:
-            click.echo(f"  {path}: {reason}", err=True)
-        sys.exit(EXIT_SOME_FILES_FAILED)
+    report_failed_files([f for part in parts for f in part["files_skipped"]])
+
+
+class _MethodChoice(click.Choice):
+    """The registered fine-tuning methods (``models.adapters.REGISTRY``), looked up when first
+    needed: the registry imports torch, which most commands never load."""
+
+    def __init__(self):
+        super().__init__(())
+
+    @property
+    def choices(self):
+        from catalog_tool.models.adapters import REGISTRY
+
+        return tuple(REGISTRY)
+
+    @choices.setter
+    def choices(self, value):  # click.Choice.__init__ assigns; the registry is the only source
+        pass
+
+
+class _MethodOption(click.Option):
+    """``--method``, whose help lists each registered method with its one-line summary."""
+
+    def get_help_record(self, ctx):
+        from catalog_tool.models.adapters import REGISTRY
+
+        self.help = "; ".join(f"{m.name}: {m.summary}" for m in REGISTRY.values()) + "."
+        return super().get_help_record(ctx)
 
 
 @main.command()
 @click.argument("bundle")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--method", required=True, type=click.Choice(["zero-shot", "adapter", "lora", "full"]),
-              help="zero-shot: unchanged; adapter: frozen network + residual head on its 64-d features; "
-                   "lora: low-rank updates of every Linear, merged for inference; full: all weights.")
+@click.option("--method", cls=_MethodOption, required=True, type=_MethodChoice(),
+              help="Fine-tuning method (docs/models.md).")
 @click.option("--label", "names", multiple=True,
               help="Labels to fine-tune on  [default: every bundle label in the table].")
 @click.option("--rank", type=click.IntRange(min=1), default=8, show_default=True, help="LoRA rank r.")
@@ -548,9 +596,7 @@ def evaluate(bundle, inputs, labels_path, out, noise, device, batch_size, thread
     click.echo(res["label_summary"])
     click.echo(res["markdown"])
     click.echo(f"wrote {len(res['files'])} files to {out}")
-    if res["failures"]:
-        click.echo(f"{len(res['failures'])} input file(s) could not be read", err=True)
-        sys.exit(EXIT_SOME_FILES_FAILED)
+    report_failed_files(res["failures"])
 
 
 @main.command()
@@ -592,11 +638,7 @@ def calibrate(bundle, inputs, out, names, trend, replace, overwrite, device, bat
     click.echo(format_calibration(r.calibration, units))
     click.echo(f"wrote calibrated bundle {r.bundle.path} (weights sha256 {r.bundle.sha256[:16]}... unchanged) "
                f"from {r.n_spectra} spectra in {r.seconds:.1f} s")
-    if r.failures:
-        click.echo(f"{len(r.failures)} input file(s) could not be read:", err=True)
-        for path, reason in r.failures[:5]:
-            click.echo(f"  {path}: {reason}", err=True)
-        sys.exit(EXIT_SOME_FILES_FAILED)
+    report_failed_files(r.failures)
 
 
 @main.command()

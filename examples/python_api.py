@@ -35,16 +35,18 @@ import numpy as np
 
 
 def read_any(path: str):
-    """A SpectraBatch from a DESI coadd or a LAMOST file, told apart by structure."""
-    from catalog_tool.io import desi, lamost, release
+    """A SpectraBatch from any file a stxcat reader knows (DESI coadd, LAMOST file), told apart by
+    structure (catalog_tool.io.readers: discovery asks each reader, read_groups reads with it)."""
+    from catalog_tool.io import readers, release
 
     idx = release.discover([path])
     if not idx.entries:
         reason = idx.skipped[0][1] if idx.skipped else "not a DESI coadd or LAMOST file"
         raise SystemExit(f"{path}: {reason}")
-    kind = idx.entries[0].kind
-    batch = desi.read_coadd(path) if kind == "desi" else lamost.read_lamost(path)
-    return batch, kind
+    (reader, batches, failures), = readers.read_groups(idx.entries)
+    if failures:
+        raise SystemExit(f"{path}: {failures[0][1]}")
+    return batches[0], reader.kind
 
 
 def main(argv=None) -> None:

@@ -17,9 +17,10 @@ What it does
    labels (Teff, logg, [Fe/H]) per pixel to the normalised log-flux, and a cubic polynomial per
    Legendre coefficient to the continuum; both by ridge-regularised least squares with one round
    of rejection of stars that the first fit cannot describe (bad labels, strong reddening).
-5. Holds out ``--holdout-frac`` of the stars (seeded), fits on the rest and measures how well the
-   stored model reproduces the held-out stars. The stored model is this training-set fit, so the
-   held-out statistics and the few held-out spectra kept in the file are honest for it.
+5. Holds out the project's evaluation stars (MILES id divisible by 5, ``catalog_tool.sim.library``:
+   never used to fit anything that ships), fits on the rest and measures how well the stored model
+   reproduces the held-out stars. The stored model is this training-set fit, so the held-out
+   statistics and the few held-out spectra kept in the file are honest for it.
 6. Writes ``catalog_tool/data/miles_model.npz`` (float32 coefficients; readable with
    ``np.load(..., allow_pickle=False)``) with the wavelength grid, label scalings, domain,
    held-out statistics and provenance (JSON string in ``meta_json``).
@@ -36,63 +37,22 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import io
 import json
 import pathlib
-import subprocess
 import sys
 import tempfile
-import zipfile
 
 import numpy as np
-from astropy.io import fits
 from scipy.ndimage import uniform_filter1d
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from catalog_tool.sim._wavelength import air_to_vacuum  # noqa: E402
+from catalog_tool.sim.library import (  # noqa: E402
+    HELDOUT_RULE, assert_no_heldout, fetch_wheel, is_heldout, read_miles)
 
-MILES_DIR = "mangadap/data/spectral_templates/miles/"
-WHEEL_SPEC = "sdss-mangadap==4.5.0"
 LABELS = ("TEFF", "LOGG", "FEH")
 TEFF_RANGE = (3800.0, 7500.0)
 NORM_WAVE = 5500.0  # vacuum A where every continuum is set to 1
-
-
-def get_wheel(path: str | None, tmp: pathlib.Path) -> pathlib.Path:
-    if path:
-        return pathlib.Path(path)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", WHEEL_SPEC, "-d", str(tmp)],
-        check=True,
-    )
-    return next(tmp.glob("sdss_mangadap-*.whl"))
-
-
-def read_miles(wheel: pathlib.Path):
-    """Return (ids, labels (n, 3), wave_air (npix,), flux (n, npix)) for stars with labels."""
-    with zipfile.ZipFile(wheel) as zf:
-        params = np.genfromtxt(io.BytesIO(zf.read(MILES_DIR + "MILES_params.db")), comments="#")
-        table = {int(r[0]): r[1:] for r in params}
-        names = sorted(n for n in zf.namelist() if n.startswith(MILES_DIR) and n.endswith(".fits"))
-        ids, labels, flux, wave = [], [], [], None
-        for name in names:
-            star = int(name.rsplit("_m", 1)[1][:4])
-            lab = table.get(star)
-            if lab is None or np.any(lab > 9e3):  # 99999 / 9999: no fitted parameters
-                continue
-            with fits.open(io.BytesIO(zf.read(name))) as hdul:
-                hdr, data = hdul[0].header, np.asarray(hdul[0].data, dtype=np.float64)
-            w = hdr["CRVAL1"] + hdr["CDELT1"] * (np.arange(hdr["NAXIS1"]) + 1 - hdr["CRPIX1"])
-            if wave is None:
-                wave = w
-            if w.shape != wave.shape or not np.allclose(w, wave):
-                print(f"skip m{star:04d}: different wavelength grid", file=sys.stderr)
-                continue
-            ids.append(star)
-            labels.append(lab)
-            flux.append(data)
-    return np.array(ids), np.array(labels, dtype=np.float64), wave, np.array(flux)
 
 
 def fit_continuum(lnf: np.ndarray, good: np.ndarray, x: np.ndarray, degree: int) -> np.ndarray:
@@ -158,8 +118,6 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wheel", help="path of an sdss-mangadap wheel (default: pip download)")
     ap.add_argument("--out", default=str(ROOT / "catalog_tool" / "data" / "miles_model.npz"))
-    ap.add_argument("--seed", type=int, default=20260215)
-    ap.add_argument("--holdout-frac", type=float, default=0.1)
     ap.add_argument("--order", type=int, default=3, help="polynomial order in the labels")
     ap.add_argument("--cont-degree", type=int, default=8)
     ap.add_argument("--ridge", type=float, default=1e-3)
@@ -167,13 +125,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="miles_wheel_") as tmp:
-        wheel = get_wheel(args.wheel, pathlib.Path(tmp))
-        ids, labels, wave_air, flux = read_miles(wheel)
+        wheel = pathlib.Path(args.wheel) if args.wheel else fetch_wheel(tmp)
+        lib = read_miles(wheel)  # vacuum wavelengths (Morton 2000)
+        ids, labels, wave, flux = lib.ids, lib.labels, lib.wave, lib.flux
         wheel_name = wheel.name
 
     sel = (labels[:, 0] > TEFF_RANGE[0]) & (labels[:, 0] < TEFF_RANGE[1])
     ids, labels, flux = ids[sel], labels[sel], flux[sel]
-    wave = air_to_vacuum(wave_air)
     good = flux > 0
     lnf = np.log(np.where(good, flux, 1.0))
     lo, hi = wave[0], wave[-1]
@@ -189,10 +147,10 @@ def main(argv=None) -> int:
 
     exps = np.array([(a, b, c) for a in range(args.order + 1) for b in range(args.order + 1)
                      for c in range(args.order + 1) if a + b + c <= args.order], dtype=np.int16)
-    rng = np.random.default_rng(args.seed)
     n = len(ids)
-    hold = np.zeros(n, bool)
-    hold[rng.choice(n, size=int(round(args.holdout_frac * n)), replace=False)] = True
+    # The project's one held-out rule (catalog_tool.sim.library): these stars are never fitted.
+    hold = is_heldout(ids)
+    assert_no_heldout(ids[~hold], what="emulator fit")
 
     model = fit_model(labels[~hold], y[~hold], good[~hold], ccoef[~hold], exps, args.ridge)
     yp, cp = predict(model, labels[hold], exps)
@@ -250,7 +208,7 @@ def main(argv=None) -> int:
         "air_to_vacuum": "Morton (2000) / VALD3 inverse formula",
         "resolution_fwhm_A": 2.5,
         "n_stars_in_teff_range": int(n),
-        "n_train": int((~hold).sum()), "n_holdout": int(hold.sum()),
+        "n_train": int((~hold).sum()), "n_holdout": int(hold.sum()), "holdout_rule": HELDOUT_RULE,
         "rejected_train_ids": [int(i) for i in ids[~hold][model["rejected"]]],
         "cont_rejected_train_ids": [int(i) for i in ids[~hold][model["cont_rejected"]]],
         "train_label_min": train_labels.min(axis=0).tolist(),

@@ -16,11 +16,12 @@ import json
 import pathlib
 import sys
 
+from catalog_tool.models.adapters import METHODS  # the registry's order
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 METRICS = ROOT / "docs" / "model-card-metrics.json"
 PAGE = ROOT / "docs" / "model-card.md"
 BUNDLE = ROOT / "catalog_tool" / "data" / "models" / "default" / "manifest.json"
-METHODS = ("zero-shot", "adapter", "lora", "full")
 SUBSETS = ("all", "[Fe/H] < -1", "[Fe/H] >= -1")
 
 

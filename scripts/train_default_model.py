@@ -1,25 +1,29 @@
 #!/usr/bin/env python
 """Train the bundled ``default`` model: the committed, one-command recipe.
 
-    python scripts/train_default_model.py --out catalog_tool/data/models/default
+    python scripts/train_default_model.py --out catalog_tool/data/models/default \\
+        [--wheel sdss_mangadap-4.5.0-py3-none-any.whl]
 
-What it does (every step seeded; about 20-40 minutes on 2 CPU cores with the defaults):
+What it does (every step seeded; see :mod:`catalog_tool.train.sim2real` and docs/model-card.md):
 
-1. simulates a LAMOST release (``--n-lamost`` spectra, all three file layouts) and pre-trains an
-   ensemble of the paper's MLP (1462 -> 1024 -> 512 -> 64, BatchNorm, dropout 0.1) with one
-   multi-label head for FEH, ALPHAFE, TEFF and LOGG on it;
-2. simulates DESI healpix releases of other stars: a labelled fine-tuning set (``--n-desi``
-   stars) and a held-out test set (``--n-test`` stars, another seed);
-3. fine-tunes the ensemble with each method (zero-shot, adapter, lora, full) on the fine-tuning
-   set, picks the method with the lowest validation loss summed over the labels, and
-4. evaluates zero-shot and the chosen model on the held-out DESI set (metrics overall and split at
-   [Fe/H] = -1), writes the bundle (float16 weights, checked to change no prediction by more than
-   1e-3) with a per-label systematic error floor fitted on the fine-tuning validation stars, and
-   a JSON file of the metrics and the uncertainty calibration that docs/model-card.md is
+1. reads the MILES library from the ``sdss-mangadap`` wheel (``pip download`` when ``--wheel`` is
+   not given) and sets aside the held-out stars (MILES id divisible by 5): they are asserted out
+   of every training, validation and calibration set and only ever evaluated;
+2. renders the other MILES stars (``--copies-lamost`` and ``--copies-desi`` times each) and
+   emulated stars at Milky-Way-like labels through the LAMOST and DESI instrument models, in the
+   surveys' real file formats, with domain randomisation (LSF, flux calibration, sky residuals,
+   dust, masked runs) and S/N 5-200, and preprocesses them as ``stxcat annotate`` does;
+3. pre-trains an ensemble of the paper's MLP (1462 -> 1024 -> 512 -> 64, one multi-label head for
+   FEH, ALPHAFE, TEFF, LOGG) on the LAMOST set, fine-tunes it on the DESI set with each method
+   (zero-shot, adapter, lora, full) and picks the one with the lowest validation loss on real
+   stars the networks never saw (copies of a star stay on one side of every split);
+4. fits the per-label systematic error floor on those validation stars, writes the bundle (float16
+   weights, checked to change no prediction by more than 1e-3) and a JSON file of the metrics --
+   the held-out MILES stars in DESI and LAMOST format at S/N 30 per B pixel, split at [Fe/H] = -1
+   and logg = 3.5 with z-scores, and the simulated test stars -- that docs/model-card.md is
    generated from (``python scripts/gen_model_card.py``).
 
-The model is trained on simulations built from a real stellar library (MILES); it is not a
-substitute for a model trained on real survey labels (see docs/model-card.md).
+Two runs give byte-identical weights (CPU, ``--threads 1``).
 """
 
 from __future__ import annotations
@@ -31,126 +35,81 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
-LABELS = ["FEH", "ALPHAFE", "TEFF", "LOGG"]
-
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def main(argv=None) -> int:
+    from catalog_tool.train.sim2real import Sim2RealConfig
+
+    d = Sim2RealConfig()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="bundle folder to write")
-    ap.add_argument("--work", default=None, help="folder for the simulated releases (default: a temp dir)")
-    ap.add_argument("--n-lamost", type=int, default=8000)
-    ap.add_argument("--n-desi", type=int, default=1500)
-    ap.add_argument("--n-test", type=int, default=1000)
+    ap.add_argument("--wheel", help="sdss-mangadap 4.5.0 wheel (default: pip download into the work folder)")
+    ap.add_argument("--work", default=None, help="folder for the simulated sets (default: a temp dir)")
+    ap.add_argument("--copies-lamost", type=int, default=d.copies_lamost)
+    ap.add_argument("--copies-desi", type=int, default=d.copies_desi)
+    ap.add_argument("--n-emu-lamost", type=int, default=d.n_emu_lamost)
+    ap.add_argument("--n-emu-desi", type=int, default=d.n_emu_desi)
     ap.add_argument("--ensemble", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--ft-epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--ft-lr", type=float, default=3e-4)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--hidden", default="1024,512,64")
     ap.add_argument("--methods", default="zero-shot,adapter,lora,full")
-    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--metrics-out", default="docs/model-card-metrics.json")
     args = ap.parse_args(argv)
 
     import torch
 
-    from catalog_tool.models.bundle import make_provenance
+    from catalog_tool.models.bundle import load_bundle, make_provenance
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.sim.specmodel import SpectralModel
-    from catalog_tool.models.bundle import load_bundle
-    from catalog_tool.train.evaluate import calibration_table, fit_error_floor, metrics_table
-    from catalog_tool.train.finetune import finetune
-    from catalog_tool.train.loop import TrainConfig, split_indices
-    from catalog_tool.train.pretrain import pretrain
-    from catalog_tool.train.study import simulate_study_sets
-    from catalog_tool.models.infer import predict
+    from catalog_tool.sim.library import HELDOUT_RULE, LibraryModel, fetch_wheel, read_miles
+    from catalog_tool.train.sim2real import evaluate_heldout, run_recipe
 
     torch.set_num_threads(args.threads)
     grid, settings = ModelGrid(), PreprocessSettings()
-    hidden = tuple(int(h) for h in args.hidden.split(","))
+    config = Sim2RealConfig(copies_lamost=args.copies_lamost, copies_desi=args.copies_desi,
+                            n_emu_lamost=args.n_emu_lamost, n_emu_desi=args.n_emu_desi, seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="stxcat-train-") as tmp:
         work = args.work or tmp
         os.makedirs(work, exist_ok=True)
-        sets = simulate_study_sets(work, n_lamost=args.n_lamost, n_desi=args.n_desi, n_test=args.n_test,
-                                   names=LABELS, seed=args.seed, grid=grid, settings=settings,
-                                   lamost_overwrite=False, log=log).sets
-
-        lam = sets["lamost"]
-        log(f"pre-training {args.ensemble} members, hidden {hidden}, {args.epochs} epochs")
+        wheel = args.wheel or fetch_wheel(work)
+        library = read_miles(wheel)
+        model = LibraryModel(library)
+        prov = make_provenance(
+            command=" ".join(["python", "scripts/train_default_model.py", *sys.argv[1:]]), seed=args.seed,
+            training_data={"library": library.source, "heldout": HELDOUT_RULE,
+                           "recipe": "catalog_tool.train.sim2real", "config": config.to_dict()})
         t0 = time.perf_counter()
-        ens = pretrain(flux=lam.flux, labels=lam.labels, names=LABELS, hidden=hidden, heads="multi-label",
-                       ensemble=args.ensemble,
-                       config=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                          seed=args.seed, patience=8))
-        log(f"  done in {time.perf_counter() - t0:.0f} s")
-        prov = make_provenance(command=" ".join(["python", "scripts/train_default_model.py", *sys.argv[1:]]),
-                               seed=args.seed,
-                               training_data={"pretrain": f"simulated LAMOST, {len(lam)} spectra",
-                                              "finetune": f"simulated DESI, {len(sets['desi_ft'])} stars",
-                                              "spectral_model": SpectralModel.load_default().meta.get("library", "MILES")})
-        pre_dir = os.path.join(work, "pretrained")
-        pre_bundle = ens.save(pre_dir, grid=grid, preprocess=settings, provenance=prov, name="default-pretrained")
-
-        ft, test = sets["desi_ft"], sets["desi_test"]
-        results, candidates = {}, {}
-        _, val_rows = split_indices(len(ft), val_fraction=0.1, seed=args.seed)
-        yval = np.stack([ft.labels[n] for n in LABELS], 1)[val_rows]
-        for method in args.methods.split(","):
-            log(f"fine-tuning: {method}")
-            t0 = time.perf_counter()
-            cand = finetune(pre_bundle, flux=ft.flux, labels=ft.labels, method=method,
-                            config=TrainConfig(epochs=args.ft_epochs, batch_size=64, lr=args.ft_lr,
-                                               seed=args.seed, patience=6))
-            bundle = cand.save(os.path.join(work, f"ft-{method}"), grid=grid, preprocess=settings,
-                               provenance=prov, name=f"default-{method}")
-            pred = predict(bundle, flux=test.flux, ivar=test.ivar, noise="none")
-            rows = metrics_table(pred=pred.values, true=np.stack([test.labels[n] for n in LABELS], 1),
-                                 label_names=LABELS, feh_ref=test.labels["FEH"])
-            # selection loss: scaled MSE on the fine-tuning set's own validation rows (the same
-            # seeded split fine-tuning used for early stopping), so zero-shot competes too
-            vpred = predict(bundle, flux=ft.flux[val_rows], ivar=ft.ivar[val_rows], noise="none").values
-            val = float(np.nanmean(((vpred - yval) / pre_bundle.stds) ** 2))
-            results[method] = {"val_loss": val, "test": rows, "seconds": time.perf_counter() - t0}
-            candidates[method] = cand
-            log(f"  val {val}  ({results[method]['seconds']:.0f} s)")
-        best = min((m for m in results if results[m]["val_loss"] is not None),
-                   key=lambda m: results[m]["val_loss"], default="zero-shot")
-        log(f"chosen method: {best}")
-        final = candidates[best]
-        training = {"chosen_method": best, "val_loss": {m: r["val_loss"] for m, r in results.items()}}
-        # systematic error floor per label, fitted on the fine-tuning validation rows (never on
-        # the test set) so that the pulls there have unit robust scatter
-        staged = final.save(os.path.join(work, "staged"), grid=grid, preprocess=settings, provenance=prov,
-                            name="default", float16=True, check_flux=test.flux[:256], extra={"training": training})
-        vp = predict(staged, flux=ft.flux[val_rows], ivar=ft.ivar[val_rows])
-        floor = {n: fit_error_floor(pred=vp.values[:, j], true=yval[:, j], err=vp.errors[:, j])
-                 for j, n in enumerate(LABELS)}
-        log(f"error floors: {floor}")
-        final.save(args.out, grid=grid, preprocess=settings, provenance=prov, name="default",
-                   float16=True, check_flux=test.flux[:256], overwrite=True,
-                   extra={"training": training,
-                          "uncertainty": {"floor": floor, "fitted_on": f"{len(val_rows)} fine-tuning "
-                                          "validation stars: unit robust scatter of the pulls"}})
-        # uncertainty calibration of the shipped bundle (float16, noise propagated) on the test set
+        r = run_recipe(work, model=model, config=config, grid=grid, settings=settings, ensemble=args.ensemble,
+                       epochs=args.epochs, ft_epochs=args.ft_epochs, lr=args.lr, ft_lr=args.ft_lr,
+                       batch_size=args.batch_size, methods=args.methods.split(","), provenance=prov, log=log)
+        sets = r["sets"]
+        training = {"chosen_method": r["chosen"], "val_loss": {m: x["val_loss"] for m, x in r["results"].items()},
+                    "heldout_rule": HELDOUT_RULE, "sizes": r["sizes"]}
+        extra = {"training": training, **r["extra"]}
+        r["final"].save(args.out, grid=grid, preprocess=settings, provenance=prov, name="default", float16=True,
+                        check_flux=sets["heldout_desi"].data.flux[:256], overwrite=True, extra=extra)
         shipped = load_bundle(args.out)
-        pred = predict(shipped, flux=test.flux, ivar=test.ivar)
-        calib = calibration_table(pred=pred.values, true=np.stack([test.labels[n] for n in LABELS], 1),
-                                  err=pred.errors, snr=test.snr, label_names=LABELS)
+        final_eval = evaluate_heldout(shipped, sets)
+        results = {m: {k: v for k, v in x.items() if k != "sim_test_calibration"} for m, x in r["results"].items()}
+        metrics = {"chosen": r["chosen"], "results": results, "final": final_eval, "error_floor": r["floor"],
+                   "floor_fitted_on": r["floor_fitted_on"], "weights_sha256": shipped.sha256,
+                   "sizes": r["sizes"], "heldout_rule": HELDOUT_RULE, "config": config.to_dict(),
+                   "library": library.source, "pretrain_seconds": r["pretrain_seconds"],
+                   "seconds": round(time.perf_counter() - t0), "args": {k: v for k, v in vars(args).items()
+                                                                       if k not in ("wheel", "work")}}
         with open(args.metrics_out, "w") as fh:
-            json.dump({"chosen": best, "results": results, "calibration": calib, "error_floor": floor,
-                       "weights_sha256": shipped.sha256,
-                       "sizes": {k: len(v) for k, v in sets.items()}, "args": vars(args)}, fh, indent=1,
-                      default=float)
-        log(f"wrote {args.out} and {args.metrics_out}")
+            json.dump(metrics, fh, indent=1, default=float)
+        feh = next(x for x in final_eval["heldout_desi"] if x["label"] == "FEH" and x["subset"] == "all")
+        log(f"wrote {args.out} ({r['chosen']}; held-out DESI FEH scatter {feh['scatter']:.3f}, "
+            f"z {feh['z_scatter']:.2f}) and {args.metrics_out}")
     return 0
 
 

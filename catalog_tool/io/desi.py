@@ -18,7 +18,13 @@ import re
 import numpy as np
 
 from catalog_tool.batch import Arm, SpectraBatch
-from catalog_tool.errors import EmptyFileError, FileAccessError, InputFileError, UnknownLayoutError
+from catalog_tool.errors import (
+    EmptyFileError,
+    FileAccessError,
+    InputFileError,
+    MissingHDUError,
+    UnknownLayoutError,
+)
 from catalog_tool.io.fitsutil import (
     get_hdu,
     normalise_rows,
@@ -27,20 +33,27 @@ from catalog_tool.io.fitsutil import (
     read_image_rows,
     read_keywords,
 )
-from catalog_tool.io.release import FileEntry, pixel_of_targets, radec_to_healpix
+from catalog_tool.io.entry import FileEntry, pixel_of_targets, radec_to_healpix, text_column
 
 __all__ = [
     "ARMS",
+    "ARM_RANGES",
     "FIBERMAP_COLUMNS",
     "REDROCK_COLUMNS",
     "read_coadd",
     "scan_coadd",
     "find_redrock",
     "classify",
+    "sniff",
+    "arms_covering",
+    "read_files",
+    "select_stars",
 ]
 
 #: The DESI spectrograph arms, in wavelength order.
 ARMS = ("B", "R", "Z")
+#: Observed wavelength range (A) of each arm's pixels (all releases so far).
+ARM_RANGES = {"B": (3600.0, 5800.0), "R": (5760.0, 7620.0), "Z": (7520.0, 9824.0)}
 
 #: FIBERMAP columns read. Required ones raise when absent; the others get a fill value.
 FIBERMAP_REQUIRED = ("TARGETID", "TARGET_RA", "TARGET_DEC")
@@ -61,6 +74,16 @@ REDROCK_COLUMNS = {
 }
 _REDROCK_DTYPES = {"Z": np.float64, "ZERR": np.float64, "ZWARN": np.int64,
                    "SPECTYPE": "U", "SUBTYPE": "U", "DELTACHI2": np.float64}
+
+#: Image HDUs of each arm (``{ARM}_{PART}``); RESOLUTION is optional but must be in every arm or none.
+_ARM_PARTS = ("WAVELENGTH", "FLUX", "IVAR", "MASK")
+#: Every HDU a coadd may hold besides the primary: a file with a FIBERMAP and nothing outside this
+#: set is a coadd (complete or damaged), one with another table too (REDSHIFTS, ...) a companion.
+_COADD_HDUS = frozenset({"FIBERMAP", "EXP_FIBERMAP", "SCORES"}
+                        | {f"{a}_{p}" for a in ARMS for p in _ARM_PARTS + ("RESOLUTION",)})
+#: Slack allowed around an arm's nominal range (:data:`ARM_RANGES`): an arm grid outside it is
+#: damaged (or not in vacuum Angstrom).
+_WAVE_SLACK = 100.0
 
 #: Primary-header keywords used (survey, program, healpix).
 _PRIMARY_KEYS = ("SURVEY", "PROGRAM", "HPXPIXEL", "HPXNSIDE", "HPXNEST")
@@ -84,10 +107,15 @@ def classify(fits) -> str:
         but one FIBERMAP row per exposure: an uncoadded ``spectra-*`` file), ``"companion"``
         (a redrock/zbest file or another per-pixel table with a FIBERMAP but no spectra), or
         ``"other"`` (not a DESI spectro file).
+
+        A FIBERMAP with no HDU beside it but coadd ones (arm images, EXP_FIBERMAP, SCORES) is a
+        ``"coadd"`` even without its fluxes: a coadd whose arms were removed or that was cut short
+        at an HDU boundary, which :func:`scan_coadd` then reports, instead of a companion passed
+        over in silence.
     """
     has_fibermap = "FIBERMAP" in fits
     has_flux = any(f"{arm}_FLUX" in fits for arm in ARMS)
-    if has_fibermap and has_flux:
+    if has_fibermap and (has_flux or _only_coadd_hdus(fits)):
         cols = fits["FIBERMAP"].get_colnames()
         return "spectra" if "EXPID" in cols else "coadd"
     if "REDSHIFTS" in fits or "ZBEST" in fits or has_fibermap:
@@ -95,15 +123,73 @@ def classify(fits) -> str:
     return "other"
 
 
+def _only_coadd_hdus(fits) -> bool:
+    names = {(hdu.get_extname() or "").strip().upper() for hdu in list(fits)[1:]}
+    return names <= _COADD_HDUS
+
+
 def _check_coadd(fits, path: str) -> int:
     """Raise unless ``fits`` is a non-empty coadd; return its number of rows."""
     fibermap = get_hdu(fits, "FIBERMAP", path)
-    if not any(f"{arm}_FLUX" in fits for arm in ARMS):
-        get_hdu(fits, "B_FLUX", path)  # raises MissingHDUError naming the first arm
     nrows = fibermap.get_nrows()
+    if not any(f"{arm}_FLUX" in fits for arm in ARMS):
+        _raise_missing_arms(fits, path, nrows)
     if nrows == 0:
         raise EmptyFileError(path, "FIBERMAP is empty: the file holds no spectra")
     return nrows
+
+
+def _check_arm_shapes(fits, path: str, arm: str, nrows: int) -> int:
+    """Raise unless the arm's images agree with the FIBERMAP and its wavelength HDU; return npix."""
+    dims = get_hdu(fits, f"{arm}_WAVELENGTH", path).get_dims()
+    if len(dims) != 1:
+        raise UnknownLayoutError(path, f"{arm}_WAVELENGTH has shape {tuple(dims)}, expected one axis")
+    npix = int(dims[0])
+    for part in ("FLUX", "IVAR", "MASK"):
+        got = get_hdu(fits, f"{arm}_{part}", path).get_dims()
+        if len(got) != 2 or got[0] != nrows or got[1] != npix:
+            raise UnknownLayoutError(
+                path, f"{arm}_{part} has shape {tuple(got)}, expected ({nrows}, {npix}) "
+                      f"from FIBERMAP and {arm}_WAVELENGTH")
+    return npix
+
+
+def _raise_missing_arms(fits, path: str, nrows: int) -> None:
+    """Raise :class:`MissingHDUError` naming the first arm HDU missing (file order), if any."""
+    missing = [f"{a}_{p}" for a in ARMS for p in _ARM_PARTS if f"{a}_{p}" not in fits]
+    if missing:
+        more = f" (and {len(missing) - 1} more arm HDUs)" if len(missing) > 1 else ""
+        raise MissingHDUError(path, f"required HDU {missing[0]!r} is missing{more}: a damaged or "
+                                    f"cut-short coadd; its {nrows} FIBERMAP rows are not annotated")
+
+
+def _check_complete_coadd(fits, path: str, nrows: int) -> None:
+    """Raise unless every arm is there with its four images, of the FIBERMAP's length.
+
+    What discovery checks (headers only), so that a coadd whose arms were removed or that was cut
+    short at an HDU boundary (CFITSIO then just sees fewer HDUs) is reported, not half read.
+    """
+    _raise_missing_arms(fits, path, nrows)
+    with_res = [a for a in ARMS if f"{a}_RESOLUTION" in fits]
+    if with_res and len(with_res) != len(ARMS):
+        lacking = next(a for a in ARMS if a not in with_res)
+        raise MissingHDUError(path, f"HDU '{lacking}_RESOLUTION' is missing while other arms have "
+                                    f"theirs: a damaged or cut-short coadd")
+    for arm in ARMS:
+        _check_arm_shapes(fits, path, arm, nrows)
+
+
+def _check_wave(wave: np.ndarray, arm: str, path: str) -> None:
+    """Raise unless ``wave`` is a finite, increasing grid inside the arm's nominal range."""
+    lo, hi = ARM_RANGES[arm]
+    with np.errstate(invalid="ignore"):
+        ok = wave.size >= 2 and bool(np.all(np.isfinite(wave))) and bool(np.all(np.diff(wave) > 0))
+    if not ok:
+        raise UnknownLayoutError(path, f"{arm}_WAVELENGTH is not a finite, increasing wavelength grid")
+    if wave[0] < lo - _WAVE_SLACK or wave[-1] > hi + _WAVE_SLACK:
+        raise UnknownLayoutError(
+            path, f"{arm}_WAVELENGTH spans {wave[0]:.6g}-{wave[-1]:.6g} A, outside the DESI {arm} arm "
+                  f"({lo:.0f}-{hi:.0f} A): damaged, or not vacuum Angstrom")
 
 
 def _clean_str(value) -> str:
@@ -181,6 +267,7 @@ def _empty_redrock(n: int) -> dict:
     for name, fill in REDROCK_COLUMNS.items():
         dtype = _REDROCK_DTYPES[name]
         out[name] = np.full(n, fill, dtype="U1" if dtype == "U" else dtype)
+    out["REDROCK_FOUND"] = np.zeros(n, bool)
     return out
 
 
@@ -210,6 +297,7 @@ def _read_redrock(path: str, targetid: np.ndarray) -> tuple[dict, list[str]]:
             col = np.char.strip(col.astype("U"))
             out[name] = out[name].astype(col.dtype)
         out[name][found] = col[src]
+    out["REDROCK_FOUND"] = found
     if not found.all():
         problems.append(f"{path}: {int((~found).sum())} of {len(targetid)} targets have no redrock row")
     if len(np.unique(rr_id)) != len(rr_id):
@@ -257,16 +345,11 @@ def _as_uint32_mask(mask: np.ndarray) -> np.ndarray:
 
 
 def _read_arm(fits, path, arm, rows, nrows, resolution) -> Arm:
+    _check_arm_shapes(fits, path, arm, nrows)
     wave = np.asarray(get_hdu(fits, f"{arm}_WAVELENGTH", path).read(), dtype=np.float64)
-    arrays = {}
-    for part in ("FLUX", "IVAR", "MASK"):
-        hdu = get_hdu(fits, f"{arm}_{part}", path)
-        dims = hdu.get_dims()
-        if len(dims) != 2 or dims[0] != nrows or dims[1] != wave.shape[0]:
-            raise UnknownLayoutError(
-                path, f"{arm}_{part} has shape {tuple(dims)}, expected ({nrows}, {wave.shape[0]}) "
-                      f"from FIBERMAP and {arm}_WAVELENGTH")
-        arrays[part] = read_image_rows(hdu, rows, path)
+    _check_wave(wave, arm, path)
+    arrays = {part: read_image_rows(get_hdu(fits, f"{arm}_{part}", path), rows, path)
+              for part in ("FLUX", "IVAR", "MASK")}
     res = None
     if resolution:
         res = read_image_rows(get_hdu(fits, f"{arm}_RESOLUTION", path), rows, path)
@@ -342,7 +425,8 @@ def read_coadd(path: str | os.PathLike, *, arms=ARMS, rows=None, targetids=None,
         ``FIBER_KIND`` ``target``/``sky``/``unassigned``), ``OBJTYPE``, ``COADD_FIBERSTATUS``,
         ``DESI_TARGET``/``MWS_TARGET`` (normalised: the ``SVn_`` columns for SV surveys),
         ``SV1_``/``SV2_``/``SV3_`` ``DESI_TARGET``/``MWS_TARGET`` as stored (0 where absent),
-        and ``Z``, ``ZERR``, ``ZWARN``, ``SPECTYPE``, ``SUBTYPE``, ``DELTACHI2`` from redrock.
+        and ``Z``, ``ZERR``, ``ZWARN``, ``SPECTYPE``, ``SUBTYPE``, ``DELTACHI2`` from redrock, with
+        ``REDROCK_FOUND`` (bool) False where the target has no redrock row.
 
     Raises
     ------
@@ -353,7 +437,8 @@ def read_coadd(path: str | os.PathLike, *, arms=ARMS, rows=None, targetids=None,
     EmptyFileError
         The FIBERMAP has no rows.
     UnknownLayoutError
-        Required FIBERMAP columns missing, or image shapes disagree with the FIBERMAP.
+        Required FIBERMAP columns missing, image shapes disagree with the FIBERMAP, or a
+        wavelength grid is not finite and increasing inside its arm's nominal range.
     ValueError
         Bad ``arms``, ``rows`` or both ``rows`` and ``targetids`` given.
     """
@@ -434,6 +519,7 @@ def scan_coadd(path: str | os.PathLike) -> FileEntry:
             _check_coadd(fits, path)  # names the missing HDU when there is one
             raise UnknownLayoutError(path, f"not a DESI coadd file (looks like a {kind} file)")
         nrows = _check_coadd(fits, path)
+        _check_complete_coadd(fits, path, nrows)
         header = read_keywords(fits, 0, _PRIMARY_KEYS, path)
         fibermap = fits["FIBERMAP"]
         colnames = fibermap.get_colnames()
@@ -450,3 +536,63 @@ def scan_coadd(path: str | os.PathLike) -> FileEntry:
                                      dec=np.asarray(table["TARGET_DEC"], dtype=np.float64)[real])
     return FileEntry(path=path, kind="desi", survey=survey, program=program, healpix=int(pixel),
                      nspec=int(nrows), nbytes=os.path.getsize(path), layout=layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# what the reader registry (catalog_tool.io.readers) asks of a survey
+# ---------------------------------------------------------------------------------------------
+_SPECTRA_FILE = ("uncoadded DESI spectra file (one FIBERMAP row per exposure); "
+                 "stxcat reads the coadd files")
+
+
+def sniff(fits) -> tuple[str, str | None] | None:
+    """Discovery's question to this reader about an open file: ``("read", None)`` for a coadd,
+    ``("companion", None)`` for a redrock-like companion (read with its coadd), ``("skip", reason)``
+    for an uncoadded spectra file, None for anything that is not a DESI spectro file."""
+    kind = classify(fits)
+    if kind == "coadd":
+        return "read", None
+    if kind == "companion":
+        return "companion", None
+    if kind == "spectra":
+        return "skip", _SPECTRA_FILE
+    return None
+
+
+def arms_covering(lo: float, hi: float) -> tuple[str, ...]:
+    """The arms with pixels in the observed range [lo, hi] (A), in wavelength order."""
+    return tuple(a for a, (a0, a1) in ARM_RANGES.items() if a0 <= hi and a1 >= lo)
+
+
+def read_files(paths, *, wave_range=None) -> tuple[list[SpectraBatch], list[tuple[str, str]]]:
+    """Read coadds one by one: a batch per readable file, ``(path, reason)`` per file that is not.
+
+    ``wave_range`` is the observed range (A) preprocessing will use
+    (:func:`catalog_tool.preprocess.chain.needed_observed_range`): only the arms covering it are
+    read (:func:`arms_covering`); every arm when None.
+    """
+    arms = ARMS if wave_range is None else arms_covering(*wave_range)
+    batches, failures = [], []
+    for path in paths:
+        try:
+            batches.append(read_coadd(path, arms=arms))
+        except InputFileError as exc:
+            failures.append((exc.path, exc.problem))
+    return batches, failures
+
+
+def select_stars(meta: dict) -> np.ndarray:
+    """Rows of a DESI batch to estimate: redrock ``SPECTYPE == 'STAR'``; where redrock says nothing
+    (no companion file, or the target not in it), Milky Way Survey targets (``MWS_TARGET != 0``).
+
+    A redrock classification always wins over the targeting bit: MWS targets that redrock calls
+    GALAXY or QSO are not estimated. Sky and unassigned fibres are left to
+    :func:`catalog_tool.select.is_target`.
+    """
+    n = len(meta["TARGETID"])
+    spectype = text_column(meta["SPECTYPE"]) if "SPECTYPE" in meta else np.full(n, "")
+    has_redrock = spectype != ""
+    star = has_redrock & (spectype == "STAR")
+    if "MWS_TARGET" in meta:
+        star |= ~has_redrock & (np.asarray(meta["MWS_TARGET"]).astype(np.int64) != 0)
+    return star

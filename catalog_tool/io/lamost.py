@@ -41,7 +41,7 @@ from catalog_tool.errors import (
     UnknownLayoutError,
 )
 from catalog_tool.io.fitsutil import open_fits, read_error
-from catalog_tool.io.release import FileEntry, radec_to_healpix
+from catalog_tool.io.entry import FileEntry, radec_to_healpix, text_column
 
 __all__ = [
     "LAYOUTS",
@@ -54,6 +54,8 @@ __all__ = [
     "read_lamost_files",
     "scan_lamost",
     "synthetic_obsid",
+    "read_files",
+    "select_stars",
 ]
 
 LAYOUTS = ("dr1", "dr7", "dr10")
@@ -372,6 +374,10 @@ def _read_one(path: str | os.PathLike) -> tuple[SpectraBatch, list[str]]:
         flux, ivar, raw_mask = image[0], image[1], image[3]
     else:
         layout = "dr10"
+        lengths = {c: np.size(table[c][0]) for c in ("FLUX", "IVAR", "WAVELENGTH", "ANDMASK")}
+        if len(set(lengths.values())) != 1:
+            raise UnknownLayoutError(path, f"HDU {_COADD!r} arrays differ in length ("
+                                           + ", ".join(f"{c} {n}" for c, n in lengths.items()) + ")")
         flux, ivar, raw_mask = table["FLUX"][0], table["IVAR"][0], table["ANDMASK"][0]
         wave = table["WAVELENGTH"][0].astype(np.float64)
         if not _is_wavelength_grid(wave):
@@ -444,7 +450,9 @@ def read_lamost_files(paths: Iterable[str | os.PathLike]
         ``problems`` are grouped: one line per kind of problem with the number of files and the
         first of them, so a release of millions of DR1 files does not yield millions of lines.
     failures : list of (str, str)
-        ``(path, reason)`` for every file that raised a typed input error.
+        ``(path, reason)`` for every file that raised a typed input error (or, from a damage
+        no check foresaw, a ValueError, TypeError, IndexError or KeyError: one bad file never
+        takes the others down with it).
     """
     batches, failures = [], []
     grouped: dict[str, list[str]] = {}
@@ -454,6 +462,9 @@ def read_lamost_files(paths: Iterable[str | os.PathLike]
             batch, notes = _read_one(p)
         except InputFileError as exc:
             failures.append((p, exc.problem))
+            continue
+        except (ValueError, TypeError, IndexError, KeyError) as exc:  # a damage no check foresaw
+            failures.append((p, f"could not be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"))
             continue
         batches.append(batch)
         for note in notes:
@@ -489,3 +500,21 @@ def scan_lamost(path: str | os.PathLike) -> FileEntry:
     row = _header_meta(path, header, layout, [])
     return FileEntry(path=path, kind="lamost", survey="lamost", program=row["PROGRAM"],
                      healpix=row["HEALPIX"], nspec=1, nbytes=os.path.getsize(path), layout=layout)
+
+
+# ----------------------------------------------------------------------------------------------
+# What the reader registry (catalog_tool.io.readers) asks of a survey
+# ----------------------------------------------------------------------------------------------
+
+def read_files(paths, *, wave_range=None) -> tuple[list[SpectraBatch], list[tuple[str, str]]]:
+    """Read many files into one batch (none when every file failed), plus ``(path, reason)`` per
+    failed file (:func:`read_lamost_files`). ``wave_range`` is not used: a file holds one arm."""
+    batch, failures = read_lamost_files(paths)
+    return ([batch] if len(batch) else []), failures
+
+
+def select_stars(meta: dict) -> np.ndarray:
+    """Rows of a LAMOST batch to estimate: the LAMOST pipeline's ``CLASS == 'STAR'``."""
+    if "CLASS" not in meta:
+        return np.zeros(len(meta["TARGETID"]), bool)
+    return text_column(meta["CLASS"]) == "STAR"

@@ -2,7 +2,8 @@
 
 :func:`discover` turns inputs (a DESI release tree, a folder of LAMOST files, single files) into a
 :class:`ReleaseIndex` of :class:`FileEntry` sorted by HEALPix pixel (nside 64, NESTED), reading
-headers only. Files are recognised by their structure, never their names:
+headers only. Files are recognised by their structure, never their names, by the readers of
+:mod:`catalog_tool.io.readers` asked in turn:
 
 * a DESI coadd (``FIBERMAP`` plus ``B_FLUX``/``R_FLUX``/``Z_FLUX``, one FIBERMAP row per target);
 * a DESI companion (redrock/zbest, emline, ... : a FIBERMAP or REDSHIFTS table without spectra):
@@ -25,10 +26,11 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
-import healpy
-import numpy as np
-
 from catalog_tool.errors import ConfigError, InputFileError
+from catalog_tool.io import readers
+from catalog_tool.io.entry import (HEALPIX_NEST, HEALPIX_NSIDE, FileEntry, pixel_of_targets, radec_to_healpix,
+                                   valid_radec)
+from catalog_tool.io.fitsutil import open_fits
 
 __all__ = [
     "HEALPIX_NSIDE",
@@ -38,6 +40,7 @@ __all__ = [
     "FileEntry",
     "ReleaseIndex",
     "Partition",
+    "valid_radec",
     "radec_to_healpix",
     "pixel_of_targets",
     "discover",
@@ -46,47 +49,10 @@ __all__ = [
     "format_plan",
 ]
 
-#: HEALPix resolution and ordering used everywhere (the DESI healpix coadds' own).
-HEALPIX_NSIDE = 64
-HEALPIX_NEST = True
 #: Default target number of spectra per partition.
 DEFAULT_PARTITION_SPECTRA = 20000
 #: File names considered when walking a folder (files named explicitly are always tried).
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fts")
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One usable input file.
-
-    Attributes
-    ----------
-    path : str
-        Absolute path.
-    kind : str
-        ``"desi"`` or ``"lamost"``.
-    survey, program : str
-        DESI survey and program (``"unknown"`` when the file does not say); LAMOST: ``"lamost"``
-        and the data release.
-    healpix : int
-        Nside 64 NESTED pixel: ``HPXPIXEL`` of a healpix coadd; for a tile-based coadd the pixel of
-        its targets' mean direction; for LAMOST the pixel of the header RA/DEC; -1 when unknown.
-    nspec : int
-        Number of spectra (FIBERMAP rows, every fibre included; 1 for LAMOST).
-    nbytes : int
-        Size on disk.
-    layout : str
-        DESI ``"healpix"`` or ``"tile"``; LAMOST ``"dr1"``, ``"dr7"`` or ``"dr10"``.
-    """
-
-    path: str
-    kind: str
-    survey: str
-    program: str
-    healpix: int
-    nspec: int
-    nbytes: int
-    layout: str
 
 
 @dataclass
@@ -153,41 +119,6 @@ class Partition:
 
 
 # ---------------------------------------------------------------------------------------------
-# HEALPix
-# ---------------------------------------------------------------------------------------------
-def radec_to_healpix(*, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """Nside 64 NESTED pixel of each (ra, dec) in degrees; -1 where they are not valid.
-
-    Unassigned DESI fibres may carry NaN coordinates, and |dec| > 90 is nonsense: neither may
-    raise inside healpy, so they get -1.
-    """
-    ra = np.asarray(ra, dtype=np.float64)
-    dec = np.asarray(dec, dtype=np.float64)
-    good = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
-    out = np.full(ra.shape, -1, dtype=np.int32)
-    if good.any():
-        out[good] = healpy.ang2pix(HEALPIX_NSIDE, np.mod(ra[good], 360.0), dec[good],
-                                   nest=HEALPIX_NEST, lonlat=True)
-    return out
-
-
-def pixel_of_targets(*, ra: np.ndarray, dec: np.ndarray) -> int:
-    """The pixel of the mean direction of a set of targets (-1 when none is valid).
-
-    The mean of unit vectors, not of RA, so a field across RA = 0/360 gets the right pixel.
-    """
-    ra = np.asarray(ra, dtype=np.float64)
-    dec = np.asarray(dec, dtype=np.float64)
-    good = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
-    if not good.any():
-        return -1
-    vec = healpy.ang2vec(np.mod(ra[good], 360.0), dec[good], lonlat=True).mean(axis=0)
-    if not np.any(vec):
-        return -1
-    return int(healpy.vec2pix(HEALPIX_NSIDE, *vec, nest=HEALPIX_NEST))
-
-
-# ---------------------------------------------------------------------------------------------
 # discovery
 # ---------------------------------------------------------------------------------------------
 def _is_fits_name(name: str) -> bool:
@@ -219,8 +150,6 @@ def _walk(root: str, notes: list[str]) -> list[str]:
 
 def _is_plain_table(path: str) -> bool:
     """True for a catalogue-like file: empty primary, table HDUs, none of them a LAMOST COADD."""
-    from catalog_tool.io.fitsutil import open_fits
-
     with open_fits(path) as fits:
         if fits[0].get_info().get("ndims", 0) or "COADD" in fits or len(fits) < 2:
             return False
@@ -228,27 +157,32 @@ def _is_plain_table(path: str) -> bool:
 
 
 def _scan(path: str):
-    """("entry", FileEntry) | ("companion" | "table", None) | ("skip", reason) for one file."""
-    from catalog_tool.io import desi, lamost  # both import FileEntry from here
-    from catalog_tool.io.fitsutil import open_fits
+    """("entry", FileEntry) | ("companion" | "table", None) | ("skip", reason) for one file.
 
+    The readers that can tell their files by structure are asked first
+    (:func:`catalog_tool.io.readers.claim`); a file none of them claims is a plain table, or goes
+    to the catch-all reader (LAMOST), whose scanner says what the file lacks.
+    """
     try:
         with open_fits(path) as fits:
-            kind = desi.classify(fits)
-        if kind == "coadd":
-            return "entry", desi.scan_coadd(path)
-        if kind == "companion":
-            return "companion", None
-        if kind == "other" and _is_plain_table(path):
-            return "table", None
-        if kind == "spectra":
-            return "skip", ("uncoadded DESI spectra file (one FIBERMAP row per exposure); "
-                            "stxcat reads the coadd files")
-        return "entry", lamost.scan_lamost(path)
+            claimed = readers.claim(fits)
+        if claimed is None:
+            if _is_plain_table(path):
+                return "table", None
+            fallback = readers.catch_all()
+            if fallback is None:
+                return "skip", "not a file any stxcat reader recognises"
+            claimed = (fallback, "read", None)
+        reader, what, reason = claimed
+        if what == "read":
+            return "entry", reader.scan(path)
+        return what, reason
     except InputFileError as exc:
         return "skip", exc.problem
     except OSError as exc:  # e.g. the file vanished or became unreadable between walk and scan
         return "skip", f"cannot be read ({exc.strerror or exc})"
+    except (ValueError, TypeError, IndexError, KeyError) as exc:  # a damage no check foresaw
+        return "skip", f"cannot be scanned ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
 
 
 def discover(inputs: Iterable[str | os.PathLike]) -> ReleaseIndex:

@@ -1,4 +1,12 @@
-"""Fine-tuning structures: LoRA on every Linear layer and the residual-head adapter.
+"""Fine-tuning methods: their registry, and their structures (LoRA on every Linear layer, the
+residual-head adapter).
+
+Every method is one :class:`FinetuneMethod` in :data:`REGISTRY`: its name, a line of help, its
+hyper-parameters, how it adapts a plain network, what it trains, how a loaded bundle merges it,
+and what it does to the encoder of an embedding bundle. The trainers
+(:mod:`catalog_tool.train.finetune`, :mod:`catalog_tool.train.encoder`), the bundles and the
+command line ask the registry; none names a method. Adding one: its structure and one entry here
+(docs/models.md, "Adding a method").
 
 Methods, by name (see docs/models.md):
 
@@ -20,6 +28,8 @@ Methods, by name (see docs/models.md):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -28,7 +38,11 @@ from catalog_tool.errors import ConfigError
 from catalog_tool.models.mlp import PerLabelStack, SpectrumMLP
 
 __all__ = [
+    "FinetuneMethod",
+    "REGISTRY",
     "METHODS",
+    "method_of",
+    "merge_member",
     "LoRALinear",
     "ResidualHeadAdapter",
     "apply_lora",
@@ -37,9 +51,6 @@ __all__ = [
     "set_batchnorm_eval",
     "finetune_spec",
 ]
-
-#: Fine-tuning methods, selectable by name.
-METHODS = ("zero-shot", "adapter", "lora", "full")
 
 
 class LoRALinear(nn.Module):
@@ -149,19 +160,102 @@ def set_batchnorm_eval(module: nn.Module) -> None:
             m.eval()
 
 
+def _freeze(member: nn.Module, trainable: bool) -> nn.Module:
+    for p in member.parameters():
+        p.requires_grad_(trainable)
+    return member
+
+
+def _lora_spec(*, rank, alpha, head_hidden) -> dict:
+    if int(rank) < 1 or float(alpha) <= 0:
+        raise ConfigError(f"LoRA needs rank >= 1 and alpha > 0, got rank={rank}, alpha={alpha}")
+    return {"method": "lora", "rank": int(rank), "alpha": float(alpha)}
+
+
+def _adapter_spec(*, rank, alpha, head_hidden) -> dict:
+    if int(head_hidden) < 1:
+        raise ConfigError(f"adapter hidden width must be >= 1, got {head_hidden}")
+    return {"method": "adapter", "head_hidden": int(head_hidden)}
+
+
+@dataclass(frozen=True)
+class FinetuneMethod:
+    """One fine-tuning method: all that the trainers, the bundles and the command line ask of it.
+
+    Attributes
+    ----------
+    name : str
+        As given to ``stxcat finetune --method`` and stored in the manifest (``finetune.method``).
+    summary : str
+        One line for ``--help``.
+    spec : callable(*, rank, alpha, head_hidden) -> dict
+        The manifest's ``finetune`` entry (``{"method": name, ...its hyper-parameters}``), after
+        checking the values (:class:`~catalog_tool.errors.ConfigError`).
+    adapt : callable(SpectrumMLP, spec) -> nn.Module
+        The structure to train from a plain network, same input and output, with exactly the
+        method's parameters trainable (modified in place where possible).
+    trains : bool
+        False for ``zero-shot``: the members are copied, nothing is trained.
+    frozen_batchnorm : bool
+        The BatchNorm running statistics stay fixed while training (all but ``full``, where
+        ``--freeze-bn`` decides).
+    merge : callable(nn.Module) -> nn.Module, optional
+        Applied to every loaded member: the stored structure made the inference one (LoRA factors
+        merged into plain Linear layers).
+    plain_when_loaded : bool
+        A loaded member is a plain network again (after ``merge``), so a bundle made with this
+        method can be fine-tuned further; False for ``adapter`` (its heads stay).
+    encoder : {"frozen", "lora", "full"}
+        What it does to the encoder of an embedding bundle: ``frozen`` (only the heads train, on
+        embeddings computed once), ``lora`` (rank-r LoRA on the attention) or ``full``.
+    """
+
+    name: str
+    summary: str
+    spec: Callable[..., dict]
+    adapt: Callable[[nn.Module, dict], nn.Module]
+    trains: bool = True
+    frozen_batchnorm: bool = True
+    merge: Callable[[nn.Module], nn.Module] | None = None
+    plain_when_loaded: bool = True
+    encoder: str = "frozen"
+
+
+#: The fine-tuning methods, by name, in the order the command line lists them.
+REGISTRY: dict[str, FinetuneMethod] = {m.name: m for m in (
+    FinetuneMethod(
+        name="zero-shot", summary="unchanged",
+        spec=lambda **_: {"method": "zero-shot"}, adapt=lambda member, spec: _freeze(member, False),
+        trains=False),
+    FinetuneMethod(
+        name="adapter", summary="frozen network + residual head on its 64-d features",
+        spec=_adapter_spec, adapt=lambda member, spec: ResidualHeadAdapter(member, hidden=spec["head_hidden"]),
+        plain_when_loaded=False),
+    FinetuneMethod(
+        name="lora", summary="low-rank updates of every Linear, merged for inference",
+        spec=_lora_spec, adapt=lambda member, spec: apply_lora(member, rank=spec["rank"], alpha=spec["alpha"]),
+        merge=merge_lora, encoder="lora"),
+    FinetuneMethod(
+        name="full", summary="all weights",
+        spec=lambda **_: {"method": "full"}, adapt=lambda member, spec: _freeze(member, True),
+        frozen_batchnorm=False, encoder="full"),
+)}
+
+#: Names of the fine-tuning methods (the registry's keys, for those who only need the names).
+METHODS = tuple(REGISTRY)
+
+
+def method_of(name: str) -> FinetuneMethod:
+    """The registered method ``name`` (:class:`~catalog_tool.errors.ConfigError` if unknown)."""
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown fine-tuning method {name!r}; choose one of {', '.join(REGISTRY)}") from None
+
+
 def finetune_spec(method: str, *, rank: int = 8, alpha: float = 16.0, head_hidden: int = 32) -> dict:
     """The manifest's description of a fine-tuning method (what :func:`adapt_member` rebuilds)."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown fine-tuning method {method!r}; choose one of {', '.join(METHODS)}")
-    if method == "lora":
-        if int(rank) < 1 or float(alpha) <= 0:
-            raise ConfigError(f"LoRA needs rank >= 1 and alpha > 0, got rank={rank}, alpha={alpha}")
-        return {"method": "lora", "rank": int(rank), "alpha": float(alpha)}
-    if method == "adapter":
-        if int(head_hidden) < 1:
-            raise ConfigError(f"adapter hidden width must be >= 1, got {head_hidden}")
-        return {"method": "adapter", "head_hidden": int(head_hidden)}
-    return {"method": method}
+    return method_of(method).spec(rank=rank, alpha=alpha, head_hidden=head_hidden)
 
 
 def adapt_member(member: nn.Module, *, spec: dict) -> nn.Module:
@@ -177,8 +271,8 @@ def adapt_member(member: nn.Module, *, spec: dict) -> nn.Module:
     Returns
     -------
     nn.Module
-        Same input/output as ``member``. ``zero-shot``: unchanged, nothing trainable; ``full``: all
-        trainable; ``adapter``/``lora``: only the new parameters trainable.
+        Same input/output as ``member``, with the method's parameters trainable (none for
+        ``zero-shot``, all for ``full``, only the new ones for ``adapter``/``lora``).
     """
     method = spec.get("method")
     if isinstance(member, PerLabelStack):
@@ -188,16 +282,12 @@ def adapt_member(member: nn.Module, *, spec: dict) -> nn.Module:
         raise ConfigError(
             f"cannot apply {method!r} to a {type(member).__name__}: only plain pre-trained networks are fine-tuned"
         )
-    if method == "zero-shot":
-        for p in member.parameters():
-            p.requires_grad_(False)
-        return member
-    if method == "full":
-        for p in member.parameters():
-            p.requires_grad_(True)
-        return member
-    if method == "adapter":
-        return ResidualHeadAdapter(member, hidden=spec["head_hidden"])
-    if method == "lora":
-        return apply_lora(member, rank=spec["rank"], alpha=spec["alpha"])
-    raise ConfigError(f"unknown fine-tuning method {method!r}; choose one of {', '.join(METHODS)}")
+    return method_of(method).adapt(member, spec)
+
+
+def merge_member(member: nn.Module) -> nn.Module:
+    """A loaded member as inference runs it: every method's ``merge`` applied (in place where possible)."""
+    for m in REGISTRY.values():
+        if m.merge is not None:
+            member = m.merge(member)
+    return member

@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from catalog_tool.errors import ConfigError
+from catalog_tool.models.device import resolve_device
 
 __all__ = [
     "EncoderConfig",
@@ -320,8 +321,6 @@ class EmbeddingMember(nn.Module):
 
 def encode(encoder: SpectrumEncoder, *, flux: np.ndarray, device="cpu", batch_size: int = 256) -> np.ndarray:
     """Embeddings (N, width) float32 of normalised spectra, batched on ``device`` (a memmap is fine)."""
-    from catalog_tool.models.infer import resolve_device
-
     dev = resolve_device(device)
     encoder = encoder.to(dev).eval()
     n = np.shape(flux)[0]

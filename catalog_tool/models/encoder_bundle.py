@@ -34,16 +34,17 @@ from safetensors.torch import save as _st_save
 from torch import nn
 
 from catalog_tool.errors import BundleError, ConfigError
-from catalog_tool.models.adapters import adapt_member, finetune_spec, merge_lora
-from catalog_tool.models.bundle import (
+from catalog_tool.models.adapters import adapt_member, finetune_spec, merge_member
+from catalog_tool.models.calibration import check_calibration
+from catalog_tool.models.manifest import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST_NAME,
     WEIGHTS_NAME,
     Bundle,
     LabelSpec,
-    _as_dict,
-    _compare,
+    as_json_dict,
+    differences,
     find_bundle,
     read_manifest,
     write_bundle_files,
@@ -117,7 +118,7 @@ def save_encoder(path, *, encoder: SpectrumEncoder, grid, preprocess, provenance
         Training summary (losses, epochs, seconds) stored as ``"training"``.
     """
     path = pathlib.Path(path)
-    grid_d, pre_d = _as_dict(grid, "grid"), _as_dict(preprocess, "preprocess settings")
+    grid_d, pre_d = as_json_dict(grid, "grid"), as_json_dict(preprocess, "preprocess settings")
     if int(grid_d.get("npix", -1)) != encoder.config.n_in:
         raise ConfigError(f"encoder input ({encoder.config.n_in} px) does not match the grid ({grid_d.get('npix')} px)")
     tensors = _state(merge_encoder_lora(encoder))
@@ -130,8 +131,8 @@ def save_encoder(path, *, encoder: SpectrumEncoder, grid, preprocess, provenance
         "grid": grid_d, "preprocess": pre_d,
         "weights": {"file": WEIGHTS_NAME, "sha256": hashlib.sha256(blob).hexdigest(), "dtype": "float32",
                     "n_tensors": len(tensors), "nbytes": len(blob)},
-        "training": _as_dict(training or {}, "training summary"),
-        "provenance": _as_dict(provenance, "provenance"),
+        "training": as_json_dict(training or {}, "training summary"),
+        "provenance": as_json_dict(provenance, "provenance"),
     }
     if (path / MANIFEST_NAME).exists() and not overwrite:
         raise BundleError(f"{path} already holds a bundle (use overwrite to replace it)")
@@ -162,7 +163,7 @@ def _tensors(blob: bytes, where) -> dict[str, torch.Tensor]:
 def _check_grid(manifest: dict, grid, preprocess, what: str) -> None:
     for asked, key, label in ((grid, "grid", "model grid"), (preprocess, "preprocess", "preprocessing settings")):
         if asked is not None:
-            diffs = _compare(_as_dict(asked, label), manifest[key])
+            diffs = differences(as_json_dict(asked, label), manifest[key])
             if diffs:
                 raise BundleError(f"{what} {manifest['name']} was made for another {label}: " + "; ".join(diffs))
 
@@ -272,7 +273,7 @@ def _build_members(manifest: dict, base: SpectrumEncoder) -> list[EmbeddingMembe
 
 def _finish(members: list[EmbeddingMember]) -> list[EmbeddingMember]:
     for m in members:
-        merge_lora(m.head)  # LoRA factors stored; inference uses W + (alpha/r) B A
+        m.head = merge_member(m.head)  # e.g. LoRA factors stored; inference uses W + (alpha/r) B A
         merge_encoder_lora(m.encoder)
         m.eval()
         for p in m.parameters():
@@ -314,13 +315,13 @@ def save_embedding_bundle(path, *, members: list[EmbeddingMember], encoder: Enco
         "architecture": embedding_architecture(encoder=encoder, head_config=head_config, heads=heads, finetune=finetune,
                                                encoder_mode=encoder_mode, encoder_lora=encoder_lora),
         "labels": [lab.to_dict() for lab in labels], "grid": dict(encoder.grid), "preprocess": dict(encoder.preprocess),
-        "ensemble_size": len(members), "weights": {}, "provenance": _as_dict(provenance, "provenance"),
+        "ensemble_size": len(members), "weights": {}, "provenance": as_json_dict(provenance, "provenance"),
     }
     if extra:
         clash = set(extra) & set(manifest)
         if clash:
             raise ConfigError(f"extra manifest entries clash with reserved keys: {sorted(clash)}")
-        manifest.update(_as_dict(extra, "extra manifest entries"))
+        manifest.update(as_json_dict(extra, "extra manifest entries"))
     tensors = {f"member{m}.{k}": v.detach().to("cpu").contiguous().clone()
                for m, member in enumerate(members) for k, v in _stored(member, encoder_mode).items()}
     expected = {f"member{m}.{k}": tuple(v.shape) for m, member in
@@ -337,24 +338,19 @@ def save_embedding_bundle(path, *, members: list[EmbeddingMember], encoder: Enco
     enc_manifest = (json.dumps(encoder.manifest, indent=2) + "\n").encode()
     write_bundle_files(path / ENCODER_DIR, {WEIGHTS_NAME: encoder.blob, MANIFEST_NAME: enc_manifest})
     write_bundle_files(path, {WEIGHTS_NAME: blob, MANIFEST_NAME: (json.dumps(manifest, indent=2) + "\n").encode()})
-    return load_bundle_folder(path)
-
-
-def load_bundle_folder(path) -> Bundle:
-    """Load any bundle folder through :func:`catalog_tool.models.bundle.load_bundle`."""
-    from catalog_tool.models.bundle import load_bundle
-
-    return load_bundle(path)
+    return load_embedding_bundle(path, read_manifest(path))
 
 
 def load_embedding_bundle(folder, manifest: dict, *, grid=None, preprocess=None) -> Bundle:
-    """Finish loading a bundle whose manifest is not a spectrum MLP's (called by ``load_bundle``).
+    """Finish loading a bundle whose manifest is not a spectrum MLP's (called by ``load_bundle``,
+    which has found the folder and read its manifest with :func:`~catalog_tool.models.manifest.read_manifest`).
 
     Raises
     ------
     BundleError
         An encoder bundle given where a label model is needed; a missing or changed embedded
-        encoder, or one that is not the pinned encoder (sha256); tensors that do not fit.
+        encoder, or one that is not the pinned encoder (sha256); tensors that do not fit; a
+        malformed ``calibration`` entry.
     """
     folder = pathlib.Path(folder)
     if manifest.get("kind") == "encoder":
@@ -378,7 +374,7 @@ def load_embedding_bundle(folder, manifest: dict, *, grid=None, preprocess=None)
         raise BundleError(f"bundle {manifest['name']} was trained on encoder sha256 {pinned[:12]}..., but its "
                           f"{enc_dir.name}/ holds encoder {encoder.name!r} with sha256 {encoder.sha256[:12]}... "
                           "(a different encoder: embeddings would not mean what the heads learned)")
-    diffs = _compare(encoder.grid, manifest["grid"]) + _compare(encoder.preprocess, manifest["preprocess"])
+    diffs = differences(encoder.grid, manifest["grid"]) + differences(encoder.preprocess, manifest["preprocess"])
     if diffs:
         raise BundleError(f"bundle {manifest['name']}: its encoder was made for another grid or preprocessing: "
                           + "; ".join(diffs))
@@ -401,5 +397,7 @@ def load_embedding_bundle(folder, manifest: dict, *, grid=None, preprocess=None)
         result = member.load_state_dict(state, strict=False)
         if result.unexpected_keys:
             raise BundleError(f"{folder}: unexpected tensors {result.unexpected_keys[:3]}")
-    return Bundle(manifest=manifest, members=_finish(members), path=str(folder))
+    bundle = Bundle(manifest=manifest, members=_finish(members), path=str(folder))
+    check_calibration(manifest, str(folder / MANIFEST_NAME))
+    return bundle
 

@@ -44,6 +44,7 @@ import torch
 from catalog_tool.errors import ConfigError
 from catalog_tool.models.bundle import Bundle
 from catalog_tool.models.calibration import apply_calibration, is_calibrated
+from catalog_tool.models.device import resolve_device
 from catalog_tool.models.folded import fold_members, noise_variance
 from catalog_tool.models.mlp import PerLabelStack
 
@@ -74,16 +75,6 @@ def error_floor(bundle: Bundle) -> np.ndarray:
     """Per-label systematic uncertainty of ``bundle`` (label units; zeros when it has none)."""
     floors = bundle.manifest.get("uncertainty", {}).get("floor", {})
     return np.array([float(floors.get(name, 0.0)) for name in bundle.label_names], dtype=np.float64)
-
-
-def resolve_device(device: str | torch.device = "cpu") -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; anything else as torch understands it."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device")
-    return dev
 
 
 def _to_device(a: np.ndarray, dev: torch.device) -> torch.Tensor:

@@ -4,28 +4,41 @@ Layout of ``work_dir``::
 
     plan.json                 the plan (partitions and their files), the model and settings
     parts/part-00012.fits     one VAC-format part file per finished partition
-    parts/part-00012.done     its done marker (JSON: rows, errors, sha256 of the part file)
+    parts/part-00012.done     its done marker (JSON: rows, errors, per-file ledger, sha256 of the part)
     stxcat.log                the run log
+    .stxcat.lock              held (flock) by the run using the directory
 
 A partition counts as done only when its marker exists and the part file it names has the recorded
 checksum; a crash between writing the part and the marker leaves the partition to be redone.
 Everything is written to a temporary name and renamed, so a killed run never leaves a half file
-under a final name.
+under a final name; the temporary files such a run leaves are removed by the next one
+(:meth:`WorkDir.remove_stale_temps`).
+
+One run at a time: :meth:`WorkDir.lock` takes an exclusive ``flock`` on ``.stxcat.lock`` for the
+whole run, and a second run on the same directory is refused at once. The kernel drops the lock
+when its process ends, however it ends, so a killed run never blocks the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
 import json
 import os
 import shutil
+import socket
+from collections.abc import Iterator
 
 from catalog_tool.errors import RunStateError
-from catalog_tool.io.atomic import atomic_write_text
+from catalog_tool.io.atomic import TEMP_SUFFIX, atomic_write_text
 
-__all__ = ["WorkDir", "sha256_file"]
+__all__ = ["WorkDir", "sha256_file", "LOCK_NAME"]
 
-PLAN_VERSION = 1
+#: 2: done markers carry the per-file ledger (``files``) the merge checks the rows against.
+PLAN_VERSION = 2
+#: The lock file in a work dir (see :meth:`WorkDir.lock`).
+LOCK_NAME = ".stxcat.lock"
 
 
 def sha256_file(path: str, chunk: int = 1 << 20) -> str:
@@ -47,7 +60,57 @@ class WorkDir:
 
     # -- setting up ---------------------------------------------------------------------------
     def is_empty(self) -> bool:
-        return not os.path.exists(self.path) or not os.listdir(self.path)
+        return not os.path.exists(self.path) or not [n for n in os.listdir(self.path) if n != LOCK_NAME]
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the directory for one run (created if needed); refuse when another run holds it.
+
+        Raises
+        ------
+        RunStateError
+            Another process holds the lock (its pid, host and start time are in the message).
+        """
+        import fcntl
+
+        os.makedirs(self.path, exist_ok=True)
+        path = os.path.join(self.path, LOCK_NAME)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                raise RunStateError(f"work dir {self.path} is in use by another stxcat annotate ({holder}): "
+                                    f"wait for it to end, or give another --work-dir") from None
+            except OSError:
+                pass  # a file system without locks (some NFS mounts): run unguarded, as before
+            else:
+                now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock; the file stays (deleting it would race a waiting run)
+
+    def remove_stale_temps(self, *others: str) -> int:
+        """Remove temporary files left by a killed run: in ``parts/``, in the directory, and
+        those of the files ``others`` (e.g. the VAC). Call it with :meth:`lock` held."""
+        removed = 0
+        targets = [(self.parts, None), (self.path, None)]
+        targets += [(os.path.dirname(os.path.abspath(o)), os.path.basename(o)) for o in others]
+        for folder, name in targets:
+            if not os.path.isdir(folder):
+                continue
+            for entry in os.listdir(folder):
+                if not (entry.startswith(".") and entry.endswith(TEMP_SUFFIX)):
+                    continue
+                if name is not None and not entry.startswith(f".{name}."):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(folder, entry))
+                    removed += 1
+        return removed
 
     def prepare(self, plan: dict, *, resume: bool, overwrite: bool) -> set[int]:
         """Create or check the directory for ``plan``; return the indices of partitions done.
@@ -62,7 +125,13 @@ class WorkDir:
             if not os.path.exists(self.plan_path) and not self.is_empty():
                 raise RunStateError(
                     f"work dir {self.path} is not empty and holds no stxcat plan; refusing to delete it")
-            shutil.rmtree(self.path)
+            for name in os.listdir(self.path):  # all but the lock this run holds
+                if name != LOCK_NAME:
+                    victim = os.path.join(self.path, name)
+                    if os.path.isdir(victim) and not os.path.islink(victim):
+                        shutil.rmtree(victim)
+                    else:
+                        os.remove(victim)
         if not self.is_empty():
             if not resume:
                 raise RunStateError(

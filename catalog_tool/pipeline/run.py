@@ -54,14 +54,24 @@ class RunSummary:
     per_pixel_files: int = 0
     unlisted: list = field(default_factory=list)
     """Files under the inputs that the ``--catalog`` does not name (not read)."""
+    missing: int = 0
+    """Rows of the ``--catalog`` whose file is not under the inputs (rows flagged FILE_MISSING)."""
+    problems: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.failed_files
 
 
+class _LogFile(logging.FileHandler):
+    """The run log; a failed write (a full disk) is dropped, not printed as a traceback."""
+
+    def handleError(self, record):  # noqa: N802 (logging's name)
+        pass
+
+
 def _setup_log(path: str) -> logging.Handler:
-    handler = logging.FileHandler(path)
+    handler = _LogFile(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -147,11 +157,13 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
     Raises
     ------
     StxcatError
-        Bad settings, an unusable model, a changed plan on resume, or (``strict``) a bad file.
+        Bad settings, an unusable model, a changed plan on resume, a work dir in use by another
+        run, (``strict``) a bad file, a full disk (``DiskFullError``: finished partitions are
+        kept for ``--resume``), or part files that do not hold one row per target of each input
+        file (``LostRowsError``: the VAC is not written).
     """
     from catalog_tool.models.bundle import load_bundle, find_bundle
     from catalog_tool.models.infer import resolve_device
-    from catalog_tool.vac import write as vac_write
 
     t0 = time.perf_counter()
     if os.path.exists(cfg.out) and not (cfg.overwrite or cfg.resume):
@@ -182,10 +194,21 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
                           + (f" ({reasons})" if reasons else ""))
 
     wd = WorkDir(os.path.abspath(cfg.resolved_work_dir))
+    with wd.lock():  # one run per work dir; released however this process ends
+        return _run(cfg, wd, plan, idx, bundle, bundle_path, device, settings, t0)
+
+
+def _run(cfg, wd, plan, idx, bundle, bundle_path, device, settings, t0) -> RunSummary:
+    """The locked part of :func:`annotate`: partitions, merge, exports."""
+    from catalog_tool.io.atomic import DiskFullError
+    from catalog_tool.pipeline.accounting import expected_rows
+    from catalog_tool.vac import write as vac_write
+
     done = wd.prepare(plan, resume=cfg.resume, overwrite=cfg.overwrite)
-    handler = _setup_log(wd.log_path)
     # parquet/hats are exported from the merged FITS VAC, which is kept in the work dir
     vac_path = cfg.out if cfg.format == "fits" else os.path.join(wd.path, FITS_IN_WORK_DIR)
+    stale = wd.remove_stale_temps(vac_path)
+    handler = _setup_log(wd.log_path)
     try:
         log.info("stxcat %s annotate: %s", __version__, cfg.command or "(library call)")
         log.info("model %s sha256 %s on %s; %d partitions, %d files skipped at discovery",
@@ -196,11 +219,13 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
             log.info("not spectra (a plain FITS table), not read: %s", path)
         if "catalog" in plan:
             cat = plan["catalog"]
-            log.info("planned from the catalogue %s: %d rows, %d files found, %d missing (flagged rows, "
-                     "ERRORS), %d files not in the catalogue (not read)", cat["path"], cat["rows"], cat["found"],
+            log.info("planned from the catalogue %s: %d rows, %d files found, %d missing (rows flagged "
+                     "FILE_MISSING), %d files not in the catalogue (not read)", cat["path"], cat["rows"], cat["found"],
                      cat["missing"], len(cat["unlisted"]))
             for path in cat["unlisted"]:
                 log.warning("not in the catalogue, not read: %s", path)
+        if stale:
+            log.info("removed %d temporary files left by an interrupted run", stale)
         todo = [p for p in plan["partitions"] if p["index"] not in done]
         if done:
             log.info("resuming: %d partitions already done", len(done))
@@ -219,28 +244,36 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
                      len(info["errors"]))
             for path, reason in info["errors"]:
                 log.warning("failed %s: %s", path, reason)
+            for problem in info.get("problems", []):
+                log.warning("problem: %s", problem)
 
         try:
-            if todo and cfg.scheduler in _LOCAL:
-                import dask
+            try:
+                if todo and cfg.scheduler in _LOCAL:
+                    import dask
 
-                tasks = [dask.delayed(part_mod.run_partition, pure=False)(p, **kwargs) for p in todo]
-                _local_map(tasks, cfg, on_done)
-            elif todo:
-                _distributed_map(todo, kwargs, cfg, on_done)
-        finally:
-            progress.close()
+                    tasks = [dask.delayed(part_mod.run_partition, pure=False)(p, **kwargs) for p in todo]
+                    _local_map(tasks, cfg, on_done)
+                elif todo:
+                    _distributed_map(todo, kwargs, cfg, on_done)
+            finally:
+                progress.close()
 
-        infos = [wd.read_marker(p["index"]) for p in plan["partitions"]]
-        errors = [tuple(e) for e in plan["skipped"]]
-        # the devices the tasks actually used (several when a resumed run changed machines)
-        device = "+".join(sorted({i.get("device", device) for i in infos})) or device
-        provenance = part_mod.provenance(cfg, bundle, device, settings)
-        merged = vac_write.merge_parts([wd.part_path(p["index"]) for p in plan["partitions"]], vac_path,
-                                       errors=errors, provenance=provenance, overwrite=True)
+            infos = [wd.read_marker(p["index"]) for p in plan["partitions"]]
+            errors = [tuple(e) for e in plan["skipped"]]
+            # the devices the tasks actually used (several when a resumed run changed machines)
+            device = "+".join(sorted({i.get("device", device) for i in infos})) or device
+            provenance = part_mod.provenance(cfg, bundle, device, settings)
+            merged = vac_write.merge_parts([wd.part_path(p["index"]) for p in plan["partitions"]], vac_path,
+                                           errors=errors, provenance=provenance, overwrite=True,
+                                           expected_rows=expected_rows(plan, infos))
+        except DiskFullError as exc:
+            raise DiskFullError(f"{exc} with --resume (finished partitions are kept)") from None
         summary = RunSummary(out=os.fspath(cfg.out), rows=merged.nrows, partitions=len(plan["partitions"]),
                              partitions_skipped=len(done), failed_files=[tuple(e) for e in merged.errors],
-                             device=device, unlisted=list(plan.get("catalog", {}).get("unlisted", [])))
+                             device=device, unlisted=list(plan.get("catalog", {}).get("unlisted", [])),
+                             missing=int(plan.get("catalog", {}).get("missing", 0)),
+                             problems=[p for i in infos for p in i.get("problems", [])])
         _count(summary, vac_path, bundle.label_names[0])
         if cfg.format != "fits":
             from catalog_tool.vac.export import export_vac
@@ -255,9 +288,9 @@ def annotate(cfg: AnnotateConfig) -> RunSummary:
             n = sum(i.get("counts", {}).get(key, 0) for i in infos)
             if n:
                 log.info("%d %s fibres have no VAC row (not targets)", n, key)
-        log.info("wrote %s: %d rows, %d estimated, %d FLAG_BAD, %d failed files, %.1f s",
+        log.info("wrote %s: %d rows, %d estimated, %d FLAG_BAD, %d failed files, %d reading problems, %.1f s",
                  summary.out, summary.rows, summary.estimated, summary.flagged_bad,
-                 len(summary.failed_files), summary.seconds)
+                 len(summary.failed_files), len(summary.problems), summary.seconds)
         return summary
     finally:
         log.removeHandler(handler)

@@ -22,7 +22,7 @@ from catalog_tool.preprocess.rv import redshifts, rest_wave
 from catalog_tool.preprocess.settings import PreprocessSettings
 from catalog_tool.threads import single_thread_blas
 
-__all__ = ["Preprocessed", "preprocess_batch", "needed_range", "desi_arms_needed", "DIAGNOSTIC_COLUMNS"]
+__all__ = ["Preprocessed", "preprocess_batch", "needed_range", "needed_observed_range", "DIAGNOSTIC_COLUMNS"]
 
 #: Native pixels per chunk of rows (the chunk's working arrays then stay in the CPU caches).
 CHUNK_PIXELS = 250_000
@@ -86,23 +86,25 @@ def needed_range(*, grid: ModelGrid, settings: PreprocessSettings) -> tuple[floa
     return lo, hi, fit_blue, fit_red
 
 
-#: Observed wavelength range (A) of each DESI arm (all releases so far).
-DESI_ARM_RANGES = {"B": (3600.0, 5800.0), "R": (5760.0, 7620.0), "Z": (7520.0, 9824.0)}
+#: Largest |z| of a star the observed range allows for when shifting to the rest frame (3000 km/s).
+MAX_ABS_Z = 0.01
 
 
-def desi_arms_needed(*, grid: ModelGrid, settings: PreprocessSettings,
-                     max_abs_z: float = 0.01) -> tuple[str, ...]:
-    """The DESI arms the chain will use, so a reader can skip the others.
+def needed_observed_range(*, grid: ModelGrid, settings: PreprocessSettings,
+                          max_abs_z: float = MAX_ABS_Z) -> tuple[float, float]:
+    """Observed wavelength range (A) the chain reads of any star: what a reader must provide.
 
-    With ``settings.rest_frame``, stars up to ``|z| = max_abs_z`` (3000 km/s) are allowed for;
-    spectra shifted further (galaxies) may then lack pixels and come out flagged, not wrong.
-    For the paper's grid and settings this is ``("B",)``.
+    :func:`needed_range` plus the margins :func:`preprocess_batch` keeps for its filters and,
+    with ``settings.rest_frame``, room for stars up to ``|z| = max_abs_z``: for those the chain
+    gives the same result from these pixels as from the whole spectrum. Spectra shifted further
+    (galaxies, which are not estimated) may lack pixels and come out flagged, not wrong. For the
+    paper's grid and settings this is 3670-5730 A (the DESI B arm); with ``rest_frame`` it
+    reaches into the R arm (3633-5787 A).
     """
     lo, hi, _, _ = needed_range(grid=grid, settings=settings)
     zpad = max_abs_z if settings.rest_frame else 0.0
     m = _margin(settings, hi)
-    lo_obs, hi_obs = lo * (1 - zpad) - m, hi * (1 + zpad) + m
-    return tuple(a for a, (a0, a1) in DESI_ARM_RANGES.items() if a0 <= hi_obs and a1 >= lo_obs)
+    return lo * (1 - zpad) - m, hi * (1 + zpad) + m
 
 
 def _margin(settings: PreprocessSettings, hi: float) -> float:
@@ -130,7 +132,7 @@ def _median_snr(flux, ivar, bad, inwin):
         return med
     c = slice(int(cols[0]), int(cols[-1]) + 1)
     use = use[:, c]
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # absurd flux: inf, a NaN-free median all the same
         v = flux[:, c] * np.sqrt(ivar[:, c], dtype=np.float32)
     nbad = (~use).sum(axis=1)
     if nbad.any():
@@ -243,8 +245,15 @@ def _preprocess_chunk(batch, z, known, *, obs, grid, settings, fit_blue, fit_red
     cont = res_c.continuum
     status = res_c.status
     status[~(inwin & ~bad).any(axis=1)] |= CONT_NO_DATA
-    norm = clean / cont
-    norm_ivar = np.where(bad, np.float32(0), ivar * (cont * cont))
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd flux (1e19 and up): caught below
+        norm = clean / cont
+        norm_ivar = np.where(bad, np.float32(0), ivar * (cont * cont))
+    # a flux so large that the normalised inverse variance overflows (or anything else
+    # non-finite) is a failed normalisation (CONT_OK False): such a row must not reach the network
+    finite = np.isfinite(norm).all(axis=1) & np.isfinite(norm_ivar).all(axis=1)
+    if not finite.all():
+        norm = np.where(finite[:, None], norm, np.float32(1))
+        norm_ivar = np.where(finite[:, None], norm_ivar, np.float32(0))
 
     target = grid.wave if not np.any(z) else grid.wave[None, :] * (1.0 + z)[:, None]
     if wave.shape[-1] < 2:  # no arm reaches the grid: nothing covered
@@ -256,7 +265,7 @@ def _preprocess_chunk(batch, z, known, *, obs, grid, settings, fit_blue, fit_red
     ncov = covered.sum(axis=1)
     n_good = (out.ivar > 0).sum(axis=1).astype(np.int32)
     bad_frac = np.where(ncov > 0, 1.0 - n_good / np.maximum(ncov, 1), 1.0).astype(np.float32)
-    cont_ok = (status & CONT_BAD_BITS) == 0
+    cont_ok = ((status & CONT_BAD_BITS) == 0) & finite
     is_covered = coverage >= settings.min_coverage - 1e-9
     rv_ok = known if settings.rest_frame else np.ones(n, bool)
     diagnostics = {

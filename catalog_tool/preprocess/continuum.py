@@ -127,10 +127,17 @@ class _BatchedPoly:
         With ``smoother`` (a sparse (m, m) linear filter S), fit ``S @ y`` instead, without
         filtering the spectra: the normal equations need ``(W V)^T S y = (S^T W V)^T y``, and
         ``S^T W V`` is a small (m, d+1) product per batch.
+
+        Flux so large that the products overflow (1e19 and up in float32) gives a non-finite fit,
+        which :func:`gaspp_continuum` flags ``CONT_NONPOSITIVE``: no warning is raised for it.
         """
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._fit(y, smoother)
+
+    def _fit(self, y: np.ndarray, smoother) -> np.ndarray:
         if smoother is not None:
             if self.Vw is None:  # per-row weights: filter the spectra themselves
-                return self.fit(np.asarray((smoother @ y.T).T, np.float32))
+                return self._fit(np.asarray((smoother @ y.T).T, np.float32), None)
             rhs = y @ np.asarray(smoother.T @ self.Vw, np.float32)
         elif self.Vw is not None:
             rhs = y @ self.Vw

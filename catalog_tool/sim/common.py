@@ -17,16 +17,15 @@ from catalog_tool.errors import ConfigError
 from catalog_tool.io.atomic import atomic_path
 from catalog_tool.sim import instrument as ins
 from catalog_tool.sim._fitsraw import add_checksum_placeholders, finalize_checksums
+from catalog_tool.sim.randomise import broaden_rows
 from catalog_tool.sim.templates import galaxy_flux, qso_flux
 
 __all__ = ["LABELS", "SimResult", "check_snr_range", "prepare_output", "atomic_path", "atomic_fits",
            "as_label_table", "draw_labels", "draw_rv", "draw_snr", "load_model", "write_truth",
-           "TRUTH_KINDS", "source_flux"]
+           "source_flux"]
 
 #: Stellar labels every star carries (truth-table columns; NaN for non-stars).
 LABELS = ("TEFF", "LOGG", "FEH", "ALPHAFE")
-#: Values of the truth table's KIND column.
-TRUTH_KINDS = ("star", "galaxy", "qso", "sky", "unassigned")
 
 
 @dataclass(frozen=True)
@@ -167,7 +166,7 @@ def draw_snr(n: int, *, snr_range, rng: np.random.Generator) -> np.ndarray:
 
 def source_flux(*, star: np.ndarray, galaxy: np.ndarray, qso: np.ndarray, labels: dict,
                 z: np.ndarray, wave: np.ndarray, grid: ins.FineGrid, lsf, model,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator, extra_lsf: dict | None = None) -> np.ndarray:
     """Noiseless observed-frame flux of the stars, galaxies and QSOs of a chunk (other rows 0).
 
     Stars are rendered once on the rest-frame ``grid``, broadened by ``lsf`` and shifted to ``wave``;
@@ -178,7 +177,9 @@ def source_flux(*, star: np.ndarray, galaxy: np.ndarray, qso: np.ndarray, labels
     star, galaxy, qso : ndarray of bool, shape (N,)
         Which rows are which kind.
     labels : dict
-        ``LABELS`` columns, shape (N,) each; read on star rows only.
+        ``LABELS`` columns, shape (N,) each; read on star rows only. A model with
+        ``render_rows(*, rows, wave)`` (a library of real spectra,
+        :class:`catalog_tool.sim.library.LibraryModel`) is given the ``LABEL_ROW`` column instead.
     z : ndarray, shape (N,)
         Redshift (for stars ``1 + z`` is the Doppler factor).
     wave : ndarray, shape (npix,)
@@ -190,6 +191,10 @@ def source_flux(*, star: np.ndarray, galaxy: np.ndarray, qso: np.ndarray, labels
         Spectral model with ``render(*, teff, logg, feh, alphafe, wave)``.
     rng : numpy Generator
         Galaxy then QSO template draws (in that order: the output is a function of the seed).
+    extra_lsf : dict, optional
+        Per-row extra broadening of the stars (domain randomisation): ``fwhm`` and ``slope``
+        (shape (N,)), ``wrange`` and a matrix ``cache`` for
+        :func:`catalog_tool.sim.randomise.broaden_rows`.
 
     Returns
     -------
@@ -198,9 +203,15 @@ def source_flux(*, star: np.ndarray, galaxy: np.ndarray, qso: np.ndarray, labels
     flux = np.zeros((star.size, wave.size))
     if star.any():
         sel = np.flatnonzero(star)
-        rest = model.render(teff=labels["TEFF"][sel], logg=labels["LOGG"][sel], feh=labels["FEH"][sel],
-                            alphafe=labels["ALPHAFE"][sel], wave=grid.wave).astype(np.float64)
+        if hasattr(model, "render_rows"):
+            rest = model.render_rows(rows=labels["LABEL_ROW"][sel], wave=grid.wave).astype(np.float64)
+        else:
+            rest = model.render(teff=labels["TEFF"][sel], logg=labels["LOGG"][sel], feh=labels["FEH"][sel],
+                                alphafe=labels["ALPHAFE"][sel], wave=grid.wave).astype(np.float64)
         rest = ins.apply_lsf(flux=rest, matrix=lsf)
+        if extra_lsf is not None:
+            rest = broaden_rows(flux=rest, grid=grid, fwhm=extra_lsf["fwhm"][sel], slope=extra_lsf["slope"][sel],
+                                wrange=extra_lsf["wrange"], cache=extra_lsf["cache"])
         flux[sel] = ins.resample_shifted(flux=rest, grid=grid, wave=wave, doppler=1.0 + z[sel])
     for m, fn in ((galaxy, galaxy_flux), (qso, qso_flux)):
         if m.any():

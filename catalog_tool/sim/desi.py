@@ -29,6 +29,7 @@ from catalog_tool.errors import ConfigError
 from catalog_tool.sim import _desi_schema as schema
 from catalog_tool.sim import _fitsraw as fr
 from catalog_tool.sim import instrument as ins
+from catalog_tool.sim import randomise as rnd
 from catalog_tool.sim.common import (
     LABELS, SimResult, as_label_table, atomic_path, check_snr_range, draw_labels, draw_rv,
     draw_snr, load_model, prepare_output, source_flux, write_truth,
@@ -148,8 +149,10 @@ def _points_in_pixel(pixel: int, n: int, rng: np.random.Generator) -> tuple[np.n
 
 
 def _plan_pixel(pixel: int, *, counts: dict, star_labels: dict | None, label_rows: np.ndarray | None,
-                snr_range, program: str, rng: np.random.Generator) -> dict:
-    """Per-row truth and targeting of one pixel (no spectra yet)."""
+                snr_range, program: str, rng: np.random.Generator,
+                randomise: rnd.DomainRandomisation | None = None) -> dict:
+    """Per-row truth and targeting of one pixel (no spectra yet); with ``randomise``, also the
+    per-spectrum domain-randomisation values (drawn last, so nothing else changes)."""
     kinds = np.concatenate([np.full(counts[k], _KIND_CODE[k]) for k in _KIND_CODE])
     perm = rng.permutation(kinds.size)
     kinds = kinds[perm]  # kinds interleaved like fibres on a plate
@@ -228,6 +231,8 @@ def _plan_pixel(pixel: int, *, counts: dict, star_labels: dict | None, label_row
     desi_t[kinds == 3] = BITS["SKY"]
     p["DESI_TARGET"], p["MWS_TARGET"], p["BGS_TARGET"] = desi_t, mws_t, bgs_t
     p["NUMEXP"] = np.where(kinds == 4, 1, rng.integers(1, 4, n)).astype(np.int16)
+    if randomise is not None:
+        p.update(rnd.draw_parameters(n, settings=randomise, rng=rng))
     return p
 
 
@@ -362,6 +367,21 @@ class _Instrument:
         self.resolution = {a: ins.resolution_diagonals(fwhm_pix=self.fwhm[self.slices[a]] / ins.DESI_DWAVE)
                            for a in _ARMS}
         self._res_blocks = {}
+        self.lsf_cache = {}  # domain randomisation: extra-LSF matrices by quantised width
+
+    def ref_pixels(self, window: tuple | None) -> np.ndarray:
+        """Pixels over which the S/N is set: 6000-7500 A of the R arm, or ``window`` (A) in the first
+        arm that covers it (``(4000, 5600)``: S/N per B pixel)."""
+        if window is None:
+            return self.ref
+        lo, hi = window
+        for a in _ARMS:
+            w = self.wave[a]
+            if w[0] <= lo and hi <= w[-1]:
+                ref = np.zeros(self.all_wave.size, bool)
+                ref[self.slices[a]] = (w >= lo) & (w <= hi)
+                return ref
+        raise ConfigError(f"S/N window {lo:g}-{hi:g} A is not inside one DESI arm")
 
     def resolution_block(self, arm: str, rows: int = 32) -> tuple[np.ndarray, int]:
         """``rows`` copies of the arm's RESOLUTION diagonals as big-endian float32, and the FITS
@@ -398,29 +418,46 @@ def _render_chunk(p: dict, rows: slice, *, inst: _Instrument, model, rng: np.ran
     n = kinds.size
     nall = inst.all_wave.size
     star, gal, qso, sky = kinds == 0, kinds == 1, kinds == 2, kinds == 3
-    flux = source_flux(star=star, galaxy=gal, qso=qso, labels={c: p[c][rows] for c in LABELS},
+    rz = "EBV" in p  # domain randomisation (catalog_tool.sim.randomise) drawn in the plan
+    # Its own stream for the randomisation's draws, so that switching one ingredient off changes
+    # nothing else.
+    rrng = np.random.default_rng(rng.integers(0, 2**63)) if rz else None
+    extra = ({"fwhm": p["LSF_EXTRA"][rows], "slope": p["LSF_SLOPE"][rows], "cache": inst.lsf_cache,
+              "wrange": (inst.all_wave[0], inst.all_wave[-1])} if rz else None)
+    flux = source_flux(star=star, galaxy=gal, qso=qso, labels={c: p[c][rows] for c in LABELS + ("LABEL_ROW",)},
                        z=p["Z"][rows], wave=inst.all_wave, grid=inst.grid, lsf=inst.lsf, model=model,
-                       rng=rng)
+                       rng=rng, extra_lsf=extra)
     src = star | gal | qso
+    if rz:
+        flux[src] *= rnd.ccm89_extinction(wave=inst.all_wave, ebv=p["EBV"][rows][src])
     mag = np.where(src, p["MAG_R"][rows], 20.0)  # sky rows: noise of a r=20 source's exposure
     flux[src] = _normalise_to_mag(flux[src], inst, mag[src])
     # Flux-calibration quirks: a smooth 3% curve across all arms and a ~1.5% offset per arm (so the
     # arms disagree slightly in their overlaps, as real coadds do).
-    distort = ins.calibration_distortion(wave=inst.all_wave, amplitude=np.full(n, 0.03), rng=rng)
+    cal = 0.03 * (p["CAL_SCALE"][rows] if rz else np.ones(n))
+    distort = ins.calibration_distortion(wave=inst.all_wave, amplitude=cal, rng=rng)
     arm_off = 1.0 + 0.015 * rng.standard_normal((n, 3))
     for j, a in enumerate(_ARMS):
         distort[:, inst.slices[a]] *= arm_off[:, j:j + 1]
+    if rz:
+        distort *= rnd.calibration_wiggles(wave=inst.all_wave, amplitude=p["WIGGLE"][rows], rng=rrng)
     flux *= distort
     snr = np.where(src, p["SNR"][rows], 5.0)
     noise_flux = np.where(sky[:, None], ins.ab_flux_density(mag=20.0, wave=inst.all_wave)[None, :], flux)
-    noisy, ivar = ins.add_noise(flux=noise_flux, sky=inst.sky, snr=snr, ref=inst.ref, rng=rng,
-                                throughput=inst.throughput)
+    noisy, ivar = ins.add_noise(flux=noise_flux, sky=inst.sky, snr=snr, ref=inst.ref_pixels(p.get("SNR_WINDOW")),
+                                rng=rng, throughput=inst.throughput)
     noisy[sky] -= noise_flux[sky].astype(np.float32)  # sky fibres: sky-subtracted residual only
+    if rz:  # sky over- or under-subtracted by a fraction SKY_RESID
+        noisy[src] += (p["SKY_RESID"][rows][src, None] * inst.sky[None, :]).astype(np.float32)
 
     mask = np.zeros((n, nall), np.int32)
     cosmic = _spans(n, nall, 3.0, rng) & (kinds != 4)[:, None]
     mask[cosmic] = BITS["COSMIC"] | BITS["SOMEBADPIX"]
     ivar[cosmic] = 0.0
+    if rz:  # runs of bad columns / dead CCD regions
+        runs = rnd.masked_runs(runs=np.where(src, p["MASK_RUNS"][rows], 0), npix=nall, rng=rrng)
+        mask[runs] |= BITS["ALLBADPIX"] | BITS["SOMEBADPIX"]
+        ivar[runs] = 0.0
     out = {}
     una = kinds == 4
     badarm = p["BADARM"][rows]
@@ -638,7 +675,9 @@ def _simulate_pixel(task: dict) -> tuple[list[str], dict]:
         counts = task["mix"].counts(task["per_pixel"], stars_given=False)
     pixel, survey, program = task["pixel"], task["survey"], task["program"]
     p = _plan_pixel(pixel, counts=counts, star_labels=task["labels"], label_rows=rows_i,
-                    snr_range=task["snr_range"], program=program, rng=np.random.default_rng(plan_ss))
+                    snr_range=task["snr_range"], program=program, rng=np.random.default_rng(plan_ss),
+                    randomise=task["randomise"])
+    p["SNR_WINDOW"] = task["snr_window"]
     written = _write_pixel(task["out"], pixel, p, survey=survey, program=program, seed=task["seed"],
                            inst=_WORKER["inst"], model=_WORKER["model"], ss=write_ss, chunk=task["chunk"],
                            resolution=task["resolution"], checksum=task["checksum"])
@@ -651,6 +690,7 @@ def _simulate_pixel(task: dict) -> tuple[list[str], dict]:
         **{c: p[c] for c in LABELS}, "RV": p["RV"], "Z": p["Z"], "SNR": p["SNR"],
         "MAG_R": p["MAG_R"], "COADD_FIBERSTATUS": p["COADD_FIBERSTATUS"],
         "LABEL_ROW": p["LABEL_ROW"],
+        **{c: p[c] for c in rnd.TRUTH_COLUMNS if c in p},
     }
     return written, truth
 
@@ -658,7 +698,8 @@ def _simulate_pixel(task: dict) -> tuple[list[str], dict]:
 def simulate_desi(out: str | os.PathLike, *, pixels: int = 4, per_pixel: int = 50, seed: int = 0,
                   survey: str = "main", program: str = "bright", snr_range=(5.0, 80.0), labels=None,
                   mix: DesiMix = DesiMix(), resolution: bool = True, chunk: int = 256,
-                  overwrite: bool = False, checksum: bool = True, model=None, workers: int = 1) -> SimResult:
+                  overwrite: bool = False, checksum: bool = True, model=None, workers: int = 1,
+                  randomise: rnd.DomainRandomisation | None = None, snr_window: tuple | None = None) -> SimResult:
     """Write a synthetic DESI healpix release with its truth table.
 
     Parameters
@@ -675,7 +716,7 @@ def simulate_desi(out: str | os.PathLike, *, pixels: int = 4, per_pixel: int = 5
         DESI survey and program names used in paths, headers and targeting bits
         (``program="bright"``: MWS/BGS bits; otherwise dark-time LRG/ELG bits for galaxies).
     snr_range : (float, float)
-        Median S/N per pixel (6000-7500 A) drawn log-uniform in this range.
+        Median S/N per pixel (6000-7500 A, or ``snr_window``) drawn log-uniform in this range.
     labels : table, optional
         Explicit stars (TEFF, LOGG, FEH, ALPHAFE; optional RV, SNR) instead of drawn ones, split
         evenly over ``pixels``; non-stellar rows are added per :class:`DesiMix`. The truth table's
@@ -698,6 +739,12 @@ def simulate_desi(out: str | os.PathLike, *, pixels: int = 4, per_pixel: int = 5
     workers : int
         Processes writing pixels in parallel (1: in this process). The output is the same for any
         number: every pixel draws from its own child of the seed's SeedSequence.
+    randomise : DomainRandomisation, optional
+        Per-spectrum LSF, calibration, sky-residual, extinction and mask perturbations
+        (:mod:`catalog_tool.sim.randomise`), recorded in the truth table. ``None``: the base simulator.
+    snr_window : (float, float), optional
+        Wavelength window (A, inside one arm) over which the median S/N is ``SNR``; default
+        6000-7500 A of the R arm. ``(4000, 5600)`` sets the S/N per B pixel.
 
     Returns
     -------
@@ -737,7 +784,8 @@ def simulate_desi(out: str | os.PathLike, *, pixels: int = 4, per_pixel: int = 5
     splits = np.array_split(np.arange(len(lab_all["TEFF"])), pixels) if lab_all is not None else None
     common = {"out": out, "per_pixel": per_pixel, "survey": survey, "program": program, "seed": seed,
               "snr_range": tuple(snr_range), "mix": mix, "resolution": resolution, "chunk": chunk,
-              "checksum": checksum}
+              "checksum": checksum, "randomise": randomise,
+              "snr_window": tuple(snr_window) if snr_window is not None else None}
 
     def tasks():
         # Everything a pixel needs travels with it (its own SeedSequence child included), so the

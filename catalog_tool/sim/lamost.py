@@ -25,6 +25,7 @@ from catalog_tool import __version__
 from catalog_tool.errors import ConfigError
 from catalog_tool.io.lamost import synthetic_obsid
 from catalog_tool.sim import instrument as ins
+from catalog_tool.sim import randomise as rnd
 from catalog_tool.sim.common import (
     LABELS, SimResult, as_label_table, atomic_fits, check_snr_range, draw_labels, draw_rv,
     draw_snr, load_model, prepare_output, source_flux, write_truth,
@@ -58,6 +59,13 @@ class _Instrument:
         self.throughput = np.clip((w - 3550.0) / 700.0, 0.15, 1.0) * (1.0 - 0.6 * np.exp(-0.5 * ((w - 5800.0) / 60.0) ** 2))
         self.ref = (w > _BANDS["R"][0]) & (w < _BANDS["R"][1])
         self.band = {b: (w > lo) & (w < hi) for b, (lo, hi) in _BANDS.items()}
+        self.lsf_cache = {}  # domain randomisation: extra-LSF matrices by quantised width
+
+    def ref_pixels(self, window: tuple | None) -> np.ndarray:
+        """Pixels over which the S/N is set: the r band (5500-6900 A), or ``window`` (A)."""
+        if window is None:
+            return self.ref
+        return (self.wave >= window[0]) & (self.wave <= window[1])
 
 
 def _smooth(flux: np.ndarray, width: int = 151) -> np.ndarray:
@@ -72,20 +80,33 @@ def _smooth(flux: np.ndarray, width: int = 151) -> np.ndarray:
 def _render(p: dict, rows: np.ndarray, *, inst: _Instrument, model, rng: np.random.Generator) -> dict:
     kinds = p["KIND"][rows]
     n = rows.size
+    rz = "EBV" in p  # domain randomisation (catalog_tool.sim.randomise) drawn in the plan
+    # Its own stream for the randomisation's draws, so that switching one ingredient off changes
+    # nothing else.
+    rrng = np.random.default_rng(rng.integers(0, 2**63)) if rz else None
+    extra = ({"fwhm": p["LSF_EXTRA"][rows], "slope": p["LSF_SLOPE"][rows], "cache": inst.lsf_cache,
+              "wrange": (inst.wave[0], inst.wave[-1])} if rz else None)
     # inst.lsf takes MILES 2.5 A to R 1800 where that is coarser
     flux = source_flux(star=kinds == "star", galaxy=kinds == "galaxy", qso=kinds == "qso",
-                       labels={c: p[c][rows] for c in LABELS}, z=p["Z"][rows], wave=inst.wave,
-                       grid=inst.grid, lsf=inst.lsf, model=model, rng=rng)
+                       labels={c: p[c][rows] for c in LABELS + ("LABEL_ROW",)}, z=p["Z"][rows], wave=inst.wave,
+                       grid=inst.grid, lsf=inst.lsf, model=model, rng=rng, extra_lsf=extra)
+    if rz:
+        flux *= rnd.ccm89_extinction(wave=inst.wave, ebv=p["EBV"][rows])
     # LAMOST fluxes are relatively calibrated counts: scale to a level of a few hundred to thousands.
     level = np.median(flux[:, inst.ref], axis=1)
     flux *= (p["LEVEL"][rows] / np.maximum(level, 1e-30))[:, None]
     # Flux calibration: smooth 8% curves plus a small step between the blue and red arms.
-    distort = ins.calibration_distortion(wave=inst.wave, amplitude=np.full(n, 0.08), rng=rng, order=4)
+    cal = 0.08 * (p["CAL_SCALE"][rows] if rz else np.ones(n))
+    distort = ins.calibration_distortion(wave=inst.wave, amplitude=cal, rng=rng, order=4)
     step = 1.0 + 0.03 * rng.standard_normal(n)[:, None] / (1.0 + np.exp(-(inst.wave - 5800.0) / 20.0))
+    if rz:
+        distort *= rnd.calibration_wiggles(wave=inst.wave, amplitude=p["WIGGLE"][rows], rng=rrng)
     flux *= distort * step
     sky = inst.sky[None, :] * (p["LEVEL"][rows] / 40.0)[:, None]
-    noisy, ivar = ins.add_noise(flux=flux, sky=sky, snr=p["SNR"][rows], ref=inst.ref, rng=rng,
-                                read=0.0, throughput=inst.throughput)
+    noisy, ivar = ins.add_noise(flux=flux, sky=sky, snr=p["SNR"][rows], ref=inst.ref_pixels(p.get("SNR_WINDOW")),
+                                rng=rng, read=0.0, throughput=inst.throughput)
+    if rz:  # sky over- or under-subtracted by a fraction SKY_RESID
+        noisy += (p["SKY_RESID"][rows][:, None] * sky).astype(np.float32)
     snr_band = {b: np.median(flux[:, m] * np.sqrt(ivar[:, m]), axis=1) for b, m in inst.band.items()}
     mask = np.zeros(flux.shape, np.float32)
     bad = np.zeros(flux.shape, bool)
@@ -95,6 +116,8 @@ def _render(p: dict, rows: np.ndarray, *, inst: _Instrument, model, rng: np.rand
     for off in range(4):  # short cosmic spans, 4 pixels each
         bad[r_idx, start + off] = True
     bad[:, -6:] = True  # the red end of the red CCD is unusable in most real files
+    if rz:  # runs of bad columns / dead CCD regions
+        bad |= rnd.masked_runs(runs=p["MASK_RUNS"][rows], npix=inst.wave.size, rng=rrng)
     ivar[bad] = 0.0
     mask[bad] = MASK_BADCCD
     norm = (flux / np.maximum(_smooth(flux), 1e-30)).astype(np.float32)
@@ -235,7 +258,8 @@ def general_catalog(p: dict, *, kinds: np.ndarray, snr: dict) -> dict:
 def simulate_lamost(out: str | os.PathLike, *, n: int = 20, seed: int = 0, layout: str = "mixed",
                     gzip: bool = False, snr_range=(5.0, 100.0), labels=None, galaxy_fraction: float = 0.04,
                     qso_fraction: float = 0.03, overwrite: bool = False, chunk: int = 256,
-                    model=None) -> SimResult:
+                    model=None, randomise: rnd.DomainRandomisation | None = None,
+                    snr_window: tuple | None = None) -> SimResult:
     """Write ``n`` synthetic LAMOST LRS spectrum files, a catalogue and a truth table.
 
     Parameters
@@ -251,7 +275,7 @@ def simulate_lamost(out: str | os.PathLike, *, n: int = 20, seed: int = 0, layou
     gzip : bool
         Write ``.fits.gz`` files (as the LAMOST archive serves them).
     snr_range : (float, float)
-        Median S/N per pixel in the r band (5500-6900 A), log-uniform.
+        Median S/N per pixel in the r band (5500-6900 A, or ``snr_window``), log-uniform.
     labels : table, optional
         Explicit stars (TEFF, LOGG, FEH, ALPHAFE; optional RV, SNR): one file each, in order, no
         galaxies or QSOs; the truth LABEL_ROW matches them to the input rows.
@@ -262,7 +286,13 @@ def simulate_lamost(out: str | os.PathLike, *, n: int = 20, seed: int = 0, layou
     chunk : int
         Spectra rendered at a time (bounds memory).
     model : object, optional
-        Spectral model; default the bundled one.
+        Spectral model; default the bundled one. A model with ``render_rows`` (real library spectra,
+        :class:`catalog_tool.sim.library.LibraryModel`) renders star i from library row LABEL_ROW.
+    randomise : DomainRandomisation, optional
+        Per-spectrum LSF, calibration, sky-residual, extinction and mask perturbations
+        (:mod:`catalog_tool.sim.randomise`), recorded in the truth table. ``None``: the base simulator.
+    snr_window : (float, float), optional
+        Wavelength window (A) over which the median S/N is ``SNR`` (default the r band).
 
     Returns
     -------
@@ -350,6 +380,9 @@ def simulate_lamost(out: str | os.PathLike, *, n: int = 20, seed: int = 0, layou
         tid[i] = synthetic_obsid(lmjd=int(p["LMJD"][i]), planid=str(p["PLANID"][i]),
                                  spid=int(p["SPID"][i]), fiberid=int(p["FIBERID"][i]))
     p["TARGETID"] = tid
+    if randomise is not None:  # drawn last: the rest of the plan is the same with or without
+        p.update(rnd.draw_parameters(n, settings=randomise, rng=rng))
+    p["SNR_WINDOW"] = tuple(snr_window) if snr_window is not None else None
 
     files = []
     snr_cols = {b: np.zeros(n) for b in "UGRIZ"}
@@ -376,7 +409,7 @@ def simulate_lamost(out: str | os.PathLike, *, n: int = 20, seed: int = 0, layou
                 extname="CATALOG", units={c: "deg" for c in ("ra", "dec", "ra_obs", "dec_obs")})
     truth = {**common, "KIND": kinds.astype("S"), "RA": p["RA"], "DEC": p["DEC"],
              **{c: p[c] for c in LABELS}, "RV": p["RV"], "Z": p["Z"], "SNR": p["SNR"],
-             "LABEL_ROW": p["LABEL_ROW"].astype(np.int64)}
+             "LABEL_ROW": p["LABEL_ROW"].astype(np.int64), **{c: p[c] for c in rnd.TRUTH_COLUMNS if c in p}}
     truth_path = os.path.join(out, TRUTH_NAME)
     write_truth(truth_path, truth, header=hdr)
     return SimResult(out=out, files=files, truth=truth_path, nspec=n, nstars=ns)

@@ -38,8 +38,6 @@ __all__ = ["SpectralModel", "alpha_galactic", "DEFAULT_MODEL_PATH", "air_to_vacu
 
 DEFAULT_MODEL_PATH = pathlib.Path(__file__).resolve().parent.parent / "data" / "miles_model.npz"
 
-#: Gaussian sigma of the MILES line-spread function (FWHM 2.5 A), Angstrom.
-SIGMA_LSF = 2.5 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 #: Log-depth response of alpha-element lines per dex of [alpha/Fe] (partly saturated lines at
 #: R ~ 2000 respond less than linearly to abundance: +0.3 dex deepens Mg b by ~30%, close to the
 #: response of the Lick Mgb index of K stars to [Mg/Fe] in synthetic-spectrum studies).

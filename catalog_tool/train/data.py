@@ -5,28 +5,25 @@ folders, single files), keeps the targets that appear in a label table, preproce
 the model's grid and settings, and returns arrays ready for training. The label table is FITS or
 CSV, read by :func:`catalog_tool.train.labels.read_labels` (column map, presets for APOGEE and
 GALAH, ``--where`` cuts, missing values, duplicates), and joined by ``TARGETID`` (DESI; LAMOST
-``OBSID`` is the TARGETID) -- or, when the table has no id column, by sky position (within 1 arcsec).
+``OBSID`` is the TARGETID) -- or, when the table has no id column, by sky position (one-to-one
+within 1 arcsec, nearest first).
 
 The result can be cached to an ``.npz`` (no pickle) so a training run preprocesses its spectra once.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from catalog_tool.errors import ConfigError, InputFileError
+from catalog_tool.errors import ConfigError
 from catalog_tool.train.labels import MATCH_ARCSEC, LabelOptions, LabelTable, describe, read_labels
+from catalog_tool.train.skymatch import match_sky
 
-__all__ = ["LabelledSet", "read_label_table", "load_labelled", "LABEL_UNITS"]
-
-#: Units of the labels stxcat knows (others are taken as dimensionless).
-LABEL_UNITS = {"FEH": "dex", "ALPHAFE": "dex", "TEFF": "K", "LOGG": "dex"}
-_ID_COLUMNS = ("TARGETID", "OBSID")
+__all__ = ["LabelledSet", "load_labelled"]
 
 
 @dataclass
@@ -68,41 +65,10 @@ class LabelledSet:
         return describe(self.table_report, len(self)) if self.table_report else f"{len(self)} labelled spectra"
 
 
-def read_label_table(path: str) -> dict:
-    """Columns of a FITS (first table HDU) or CSV label table, upper-cased names."""
-    if not os.path.isfile(path):
-        raise InputFileError(path, "label table not found")
-    if path.lower().endswith((".csv", ".txt")):
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        if not rows:
-            raise InputFileError(path, "label table is empty")
-        out = {}
-        for name in rows[0]:
-            values = [r[name] for r in rows]
-            try:
-                arr = np.array([float(v) if v not in ("", "nan", "NaN") else np.nan for v in values])
-                if name.upper() in _ID_COLUMNS:
-                    arr = np.array([int(v) for v in values], dtype=np.int64)
-            except ValueError:
-                arr = np.array(values)
-            out[name.strip().upper()] = arr
-        return out
-    import fitsio
-
-    from catalog_tool.io.fitsutil import open_fits
-
-    with open_fits(path) as fits:
-        for hdu in fits:
-            if hdu.get_exttype() in ("BINARY_TBL", "ASCII_TBL"):
-                data = hdu.read()
-                return {n.upper(): data[n] for n in data.dtype.names}
-    raise InputFileError(path, "label table has no table HDU")
-
-
 def _match_rows(table: LabelTable, meta: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (rows of meta, rows of table) of matched targets: by id when the table has one, else
-    by position (the nearest table star within 1 arcsec)."""
+    """Indices (rows of meta, rows of table) of matched targets: by id when the table has one (every
+    spectrum of a labelled TARGETID), else by position: one-to-one within 1 arcsec, nearest first
+    (:func:`catalog_tool.train.skymatch.match_sky`), so a table star labels one spectrum only."""
     if table.targetid is not None:
         tid = table.targetid
         order = np.argsort(tid, kind="stable")
@@ -110,15 +76,8 @@ def _match_rows(table: LabelTable, meta: dict) -> tuple[np.ndarray, np.ndarray]:
         pos = np.clip(pos, 0, len(tid) - 1)
         hit = tid[order][pos] == meta["TARGETID"]
         return np.flatnonzero(hit), order[pos[hit]]
-    from astropy.coordinates import SkyCoord
-    import astropy.units as u
-
-    ok = np.flatnonzero(np.isfinite(table.ra) & np.isfinite(table.dec))
-    a = SkyCoord(np.asarray(meta["TARGET_RA"], float) * u.deg, np.asarray(meta["TARGET_DEC"], float) * u.deg)
-    b = SkyCoord(table.ra[ok] * u.deg, table.dec[ok] * u.deg)
-    idx, sep, _ = a.match_to_catalog_sky(b)
-    hit = sep.arcsec < MATCH_ARCSEC
-    return np.flatnonzero(hit), ok[idx[hit]]
+    return match_sky(ra_a=meta["TARGET_RA"], dec_a=meta["TARGET_DEC"], ra_b=table.ra, dec_b=table.dec,
+                     radius_arcsec=MATCH_ARCSEC)
 
 
 def _cache_key(inputs, *, labels_path: str, names, grid, settings, options: LabelOptions) -> str:
@@ -169,8 +128,9 @@ def load_labelled(inputs, *, labels_path: str, names: list[str], grid, settings,
     LabelledSet, list of (path, reason)
         The set (only preprocessed-OK rows) and the files that could not be read.
     """
-    from catalog_tool.io import desi, lamost, release
-    from catalog_tool.preprocess.chain import preprocess_batch
+    from catalog_tool.io import release
+    from catalog_tool.io.readers import read_groups
+    from catalog_tool.preprocess.chain import needed_observed_range, preprocess_batch
 
     options = options or LabelOptions()
     key = _cache_key(inputs, labels_path=labels_path, names=names, grid=grid, settings=settings, options=options)
@@ -186,38 +146,29 @@ def load_labelled(inputs, *, labels_path: str, names: list[str], grid, settings,
         raise ConfigError(f"label table {labels_path}: {exc}") from None
     idx = release.discover(inputs)
     failures = list(idx.skipped)
-    batches = []
-    for e in idx.entries:
-        if e.kind == "desi":
-            try:
-                batches.append(desi.read_coadd(e.path, arms=("B", "R", "Z")))
-            except InputFileError as exc:
-                failures.append((exc.path, exc.problem))
-    lam = [e.path for e in idx.entries if e.kind == "lamost"]
-    if lam:
-        b, failed = lamost.read_lamost_files(lam)
-        failures += failed
-        if len(b):
-            batches.append(b)
     flux, ivar, tids, snr, survey = [], [], [], [], []
     labels = {n: [] for n in names}
     errors = {n: [] for n in names if n.upper() in table.errors}
-    for batch in batches:
-        rows, trow = _match_rows(table, batch.meta) if len(table) else (np.zeros(0, int), np.zeros(0, int))
-        if not len(rows):
-            continue
-        sub = batch.take(rows)
-        pre = preprocess_batch(sub, grid=grid, settings=settings)
-        ok = pre.diagnostics["PREPROC_OK"]
-        flux.append(pre.flux[ok])
-        ivar.append(pre.ivar[ok])
-        tids.append(sub.meta["TARGETID"][ok])
-        snr.append(pre.diagnostics["SNR_MEDIAN"][ok])
-        survey.append(np.asarray(sub.meta["SURVEY"]).astype("U16")[ok])
-        for n in names:
-            labels[n].append(table.labels[n.upper()][trow][ok])
-        for n in errors:
-            errors[n].append(table.errors[n.upper()][trow][ok])
+    # the wavelengths annotate reads, so a training set is preprocessed exactly as annotate will
+    wave_range = needed_observed_range(grid=grid, settings=settings)
+    for _, batches, failed in read_groups(idx.entries, wave_range=wave_range):  # one group in memory at a time
+        failures += failed
+        for batch in batches:
+            rows, trow = _match_rows(table, batch.meta) if len(table) else (np.zeros(0, int), np.zeros(0, int))
+            if not len(rows):
+                continue
+            sub = batch.take(rows)
+            pre = preprocess_batch(sub, grid=grid, settings=settings)
+            ok = pre.diagnostics["PREPROC_OK"]
+            flux.append(pre.flux[ok])
+            ivar.append(pre.ivar[ok])
+            tids.append(sub.meta["TARGETID"][ok])
+            snr.append(pre.diagnostics["SNR_MEDIAN"][ok])
+            survey.append(np.asarray(sub.meta["SURVEY"]).astype("U16")[ok])
+            for n in names:
+                labels[n].append(table.labels[n.upper()][trow][ok])
+            for n in errors:
+                errors[n].append(table.errors[n.upper()][trow][ok])
     if not flux:
         raise ConfigError(f"no spectrum in {', '.join(map(str, inputs))} matches the label table {labels_path} "
                           f"({table.summary()})")

@@ -20,7 +20,6 @@ Arrays in, modules out; ``load_spectra`` is the I/O edge used by the command lin
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from catalog_tool.errors import ConfigError
-from catalog_tool.models.adapters import adapt_member, finetune_spec
+from catalog_tool.models.adapters import adapt_member, finetune_spec, method_of
 from catalog_tool.models.bundle import Bundle, LabelSpec
 from catalog_tool.models.encoder import (
     EmbeddingMember,
@@ -43,13 +42,14 @@ from catalog_tool.models.encoder import (
 )
 from catalog_tool.models.encoder_bundle import ENCODER_DIR, EncoderBundle, load_encoder, save_embedding_bundle, save_encoder
 from catalog_tool.models.infer import resolve_device
+from catalog_tool.models.manifest import as_json_dict, differences
 from catalog_tool.models.mlp import MLPConfig
 from catalog_tool.train.loop import TrainConfig, TrainLog, split_indices
 from catalog_tool.train.pretrain import fit_members, label_matrix, pretrain
-from catalog_tool.train.finetune import check_inputs
+from catalog_tool.train.tuning import check_inputs, method_config, widened_labels
 
 __all__ = ["EncoderTrainConfig", "TrainedEncoder", "TrainedEmbedding", "pretrain_encoder", "pretrain_embedding",
-           "finetune_embedding", "load_spectra", "pair_by_position"]
+           "finetune_embedding", "load_spectra"]
 
 
 @dataclass(frozen=True)
@@ -328,11 +328,9 @@ class TrainedEmbedding:
     def save(self, path, *, provenance: dict, grid=None, preprocess=None, **kwargs) -> Bundle:
         """Write as an embedding bundle. ``grid``/``preprocess`` are accepted for symmetry with
         :class:`~catalog_tool.train.pretrain.TrainedEnsemble` and must equal the encoder's."""
-        from catalog_tool.models.bundle import _as_dict, _compare
-
         for asked, key in ((grid, "grid"), (preprocess, "preprocess")):
             if asked is not None:
-                diffs = _compare(_as_dict(asked, key), self.encoder.manifest[key])
+                diffs = differences(as_json_dict(asked, key), self.encoder.manifest[key])
                 if diffs:
                     raise ConfigError(f"the encoder was made for another {key}: " + "; ".join(diffs))
         if kwargs.pop("float16", False):
@@ -383,40 +381,37 @@ def finetune_embedding(bundle: Bundle, *, flux: np.ndarray, labels: dict[str, np
         adapter heads or a fine-tuned encoder are refused (fine-tune their parent).
     flux, labels, config, log_path
         As in :func:`catalog_tool.train.finetune.finetune`.
-    method : {"zero-shot", "adapter", "lora", "full"}
-        ``adapter``: residual head on each head's 64-d features (embeddings computed once);
-        ``lora``: rank ``encoder_rank`` LoRA on the encoder's attention and rank ``rank`` LoRA on
-        every head Linear, trained end to end on the spectra; ``full``: encoder and heads.
-        With ``lora``/``full`` each member gets its own encoder copy and the L labels of a member
-        train together (masked loss), since they share that encoder.
+    method : str
+        A name of :data:`~catalog_tool.models.adapters.METHODS`; its ``encoder`` entry says what
+        happens to the encoder. ``frozen`` (``adapter``): the heads train on embeddings computed
+        once; ``lora``: rank ``encoder_rank`` LoRA on the encoder's attention and the method on
+        every head, trained end to end on the spectra; ``full``: encoder and heads. With a
+        trained encoder each member gets its own encoder copy and the L labels of a member train
+        together (masked loss), since they share that encoder.
     """
     arch = bundle.manifest["architecture"]
     if arch.get("kind") != "embedding-mlp":
         raise ConfigError(f"bundle {bundle.name} is not an embedding-MLP bundle")
+    how = method_of(method)
     spec = finetune_spec(method, rank=rank, alpha=alpha, head_hidden=head_hidden)
     mode = arch["encoder"]["mode"]
-    if method != "zero-shot" and (bundle.method == "adapter" or mode != "frozen"):
+    parent_plain = method_of(bundle.method).plain_when_loaded
+    if how.trains and (not parent_plain or mode != "frozen"):
         raise ConfigError(f"bundle {bundle.name} is already fine-tuned ({bundle.method}, encoder {mode}); "
                           "fine-tune its parent bundle instead")
     check_inputs(bundle, flux=flux, labels=labels)
     names = bundle.label_names
     enc_bundle = load_encoder(f"{bundle.path}/{arch['encoder'].get('path', ENCODER_DIR)}")
     y = label_matrix(labels, names, np.shape(flux)[0])
-    specs = []
-    for j, lab in enumerate(bundle.labels):  # scaling kept; domain widened to the new labels
-        col = y[:, j][np.isfinite(y[:, j])]
-        lo, hi = lab.domain
-        if col.size:
-            lo, hi = min(lo, float(col.min())), max(hi, float(col.max()))
-        specs.append(LabelSpec(name=lab.name, unit=lab.unit, mean=lab.mean, std=lab.std, domain=(lo, hi)))
+    specs = widened_labels(bundle, y)
     mlp = MLPConfig.from_dict(arch["mlp"])
     parent = {"name": bundle.name, "sha256": bundle.sha256, "method": bundle.method, "encoder_mode": mode}
     y_scaled = ((y - bundle.means) / bundle.stds).astype(np.float32)
     base = enc_bundle.encoder
     new_mode, enc_lora = "frozen", None
-    if method == "zero-shot":
+    if not how.trains:
         heads = [copy.deepcopy(m.head) for m in bundle.members]
-        if bundle.method == "adapter":
+        if not parent_plain:
             spec = dict(arch["finetune"])
         if mode == "frozen":
             members = [EmbeddingMember(base, h) for h in heads]
@@ -424,29 +419,27 @@ def finetune_embedding(bundle: Bundle, *, flux: np.ndarray, labels: dict[str, np
             members = [EmbeddingMember(copy.deepcopy(m.encoder), h) for m, h in zip(bundle.members, heads)]
             new_mode = "full"
         summary = {"stage": "finetune", "method": method, "parent": parent, "units": []}
-    elif method == "adapter":
+    elif how.encoder == "frozen":
         heads = [adapt_member(copy.deepcopy(m.head), spec=spec) for m in bundle.members]
         emb = encode(base, flux=flux, device=config.device, batch_size=embed_batch)
-        summary = fit_members(heads, x=emb, y_scaled=y_scaled, names=names,
-                              config=dataclasses.replace(config, freeze_bn=True), log=TrainLog(log_path),
-                              stage="finetune")
+        summary = fit_members(heads, x=emb, y_scaled=y_scaled, names=names, config=method_config(how, config),
+                              log=TrainLog(log_path), stage="finetune")
         members = [EmbeddingMember(base, h) for h in heads]
     else:
         members = []
         for m in bundle.members:
             enc = copy.deepcopy(base)
-            if method == "lora":
+            if how.encoder == "lora":
                 apply_encoder_lora(enc, rank=encoder_rank, alpha=encoder_alpha)
             else:
                 for p in enc.parameters():
                     p.requires_grad_(True)
             members.append(EmbeddingMember(enc, adapt_member(copy.deepcopy(m.head), spec=spec)))
-        new_mode = method
-        enc_lora = {"rank": int(encoder_rank), "alpha": float(encoder_alpha)} if method == "lora" else None
-        cfg = config if method == "full" else dataclasses.replace(config, freeze_bn=True)
-        summary = fit_members(members, x=flux, y_scaled=y_scaled, names=names, config=cfg, log=TrainLog(log_path),
-                              stage="finetune")
-    if method != "zero-shot":
+        new_mode = how.encoder
+        enc_lora = {"rank": int(encoder_rank), "alpha": float(encoder_alpha)} if how.encoder == "lora" else None
+        summary = fit_members(members, x=flux, y_scaled=y_scaled, names=names, config=method_config(how, config),
+                              log=TrainLog(log_path), stage="finetune")
+    if how.trains:
         summary.update(method=method, parent=parent, spec=spec, encoder_mode=new_mode, encoder_lora=enc_lora)
     for m in members:
         m.eval()
@@ -478,9 +471,9 @@ def load_spectra(inputs, *, grid=None, settings=None, stars_only: bool = True) -
         Counts: files used, files skipped (with reasons), spectra read, not stars, preprocessing
         failures; nothing is left out without being counted here.
     """
-    from catalog_tool.errors import InputFileError
-    from catalog_tool.io import desi, lamost, release
-    from catalog_tool.preprocess.chain import preprocess_batch
+    from catalog_tool.io import release
+    from catalog_tool.io.readers import read_groups
+    from catalog_tool.preprocess.chain import needed_observed_range, preprocess_batch
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
     from catalog_tool.select import is_star
@@ -489,38 +482,31 @@ def load_spectra(inputs, *, grid=None, settings=None, stars_only: bool = True) -
     settings = settings or PreprocessSettings()
     idx = release.discover(list(inputs))
     failures = list(idx.skipped)
-    batches = []
-    for e in idx.entries:
-        if e.kind == "desi":
-            try:
-                batches.append(desi.read_coadd(e.path))
-            except InputFileError as exc:  # a damaged file is reported, not fatal
-                failures.append((exc.path, exc.problem))
-    lam = [e.path for e in idx.entries if e.kind == "lamost"]
-    if lam:
-        b, failed = lamost.read_lamost_files(lam)
-        failures.extend(failed)
-        if len(b):
-            batches.append(b)
-    if not batches:
-        raise ConfigError(f"no readable spectra in {list(inputs)} ({len(failures)} file(s) skipped)")
     fluxes, ivars, metas = [], [], []
     counts = {"spectra_read": 0, "not_star": 0, "preprocess_failed": 0}
+    nbatches = 0
     # DESI (B, R, Z) and LAMOST (LRS) batches have different arms: preprocess each onto the
-    # common grid, then stack the arrays.
-    for batch in batches:
-        star = is_star(batch.meta) if stars_only else np.ones(len(batch), bool)
-        counts["spectra_read"] += len(batch)
-        counts["not_star"] += int((~star).sum())
-        if not star.any():
-            continue
-        batch = batch.take(np.flatnonzero(star))
-        pre = preprocess_batch(batch, grid=grid, settings=settings)
-        ok = np.asarray(pre.diagnostics["PREPROC_OK"], bool)
-        counts["preprocess_failed"] += int((~ok).sum())
-        fluxes.append(pre.flux[ok])
-        ivars.append(pre.ivar[ok])
-        metas.append({k: np.asarray(v)[ok] for k, v in batch.meta.items() if np.ndim(v) == 1 and len(v) == len(batch)})
+    # common grid, then stack the arrays. A damaged file is reported, not fatal.
+    groups = read_groups(idx.entries, wave_range=needed_observed_range(grid=grid, settings=settings))
+    for reader, batches, failed in groups:
+        failures.extend(failed)
+        for batch in batches:
+            nbatches += 1
+            star = is_star(batch.meta, kind=reader.kind) if stars_only else np.ones(len(batch), bool)
+            counts["spectra_read"] += len(batch)
+            counts["not_star"] += int((~star).sum())
+            if not star.any():
+                continue
+            batch = batch.take(np.flatnonzero(star))
+            pre = preprocess_batch(batch, grid=grid, settings=settings)
+            ok = np.asarray(pre.diagnostics["PREPROC_OK"], bool)
+            counts["preprocess_failed"] += int((~ok).sum())
+            fluxes.append(pre.flux[ok])
+            ivars.append(pre.ivar[ok])
+            metas.append({k: np.asarray(v)[ok] for k, v in batch.meta.items()
+                          if np.ndim(v) == 1 and len(v) == len(batch)})
+    if not nbatches:
+        raise ConfigError(f"no readable spectra in {list(inputs)} ({len(failures)} file(s) skipped)")
     if not fluxes or sum(len(f) for f in fluxes) == 0:
         raise ConfigError(f"no usable star spectra in {list(inputs)}: {counts}")
     keys = set.intersection(*(set(m) for m in metas))
@@ -528,34 +514,3 @@ def load_spectra(inputs, *, grid=None, settings=None, stars_only: bool = True) -
     flux, ivar = np.concatenate(fluxes), np.concatenate(ivars)
     report = {"files": len(idx.entries), "files_skipped": failures, **counts, "spectra_used": int(len(flux))}
     return flux, ivar, meta, report
-
-
-def pair_by_position(*, ra_a: np.ndarray, dec_a: np.ndarray, ra_b: np.ndarray, dec_b: np.ndarray,
-                     radius_arcsec: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (ia, ib) of the same stars in two sets: nearest neighbour within ``radius_arcsec``, one-to-one.
-
-    A star of ``a`` whose nearest neighbour in ``b`` is farther than the radius, or already taken by a
-    closer star of ``a``, is unpaired.
-    """
-    from scipy.spatial import cKDTree
-
-    def unit(ra, dec):
-        ra, dec = np.radians(np.asarray(ra, float)), np.radians(np.asarray(dec, float))
-        return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=1)
-
-    ua, ub = unit(ra_a, dec_a), unit(ra_b, dec_b)
-    fa, fb = np.isfinite(ua).all(1), np.isfinite(ub).all(1)
-    if not fa.any() or not fb.any():
-        return np.empty(0, int), np.empty(0, int)
-    ia_all, ib_all = np.flatnonzero(fa), np.flatnonzero(fb)
-    chord = 2 * np.sin(np.radians(radius_arcsec / 3600.0) / 2)
-    d, j = cKDTree(ub[fb]).query(ua[fa], distance_upper_bound=chord)
-    hit = np.isfinite(d)
-    ia, ib, d = ia_all[hit], ib_all[j[hit]], d[hit]
-    if not len(ia):
-        return ia, ib
-    # One-to-one: for a b row claimed twice keep the closer a row.
-    order = np.lexsort((d, ib))
-    ia, ib = ia[order], ib[order]
-    first = np.r_[True, ib[1:] != ib[:-1]]
-    return ia[first], ib[first]

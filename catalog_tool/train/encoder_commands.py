@@ -82,7 +82,8 @@ def run_pretrain_encoder(inputs, *, out, config, encoder_config: dict | None = N
     from catalog_tool.models.bundle import MANIFEST_NAME
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.train.encoder import load_spectra, pair_by_position, pretrain_encoder
+    from catalog_tool.train.encoder import load_spectra, pretrain_encoder
+    from catalog_tool.train.skymatch import match_sky
 
     out = pathlib.Path(out)
     if (out / MANIFEST_NAME).exists() and not overwrite:
@@ -98,8 +99,8 @@ def run_pretrain_encoder(inputs, *, out, config, encoder_config: dict | None = N
         if pair_truth:
             ia, ib = pair_by_truth(meta_a=meta, meta_b=meta_b, truth_a=pair_truth[0], truth_b=pair_truth[1])
         else:
-            ia, ib = pair_by_position(ra_a=meta["TARGET_RA"], dec_a=meta["TARGET_DEC"], ra_b=meta_b["TARGET_RA"],
-                                      dec_b=meta_b["TARGET_DEC"], radius_arcsec=radius_arcsec)
+            ia, ib = match_sky(ra_a=meta["TARGET_RA"], dec_a=meta["TARGET_DEC"], ra_b=meta_b["TARGET_RA"],
+                               dec_b=meta_b["TARGET_DEC"], radius_arcsec=radius_arcsec)
         if len(ia) < 4:
             raise ConfigError(f"only {len(ia)} star(s) are in both sets; contrastive training needs pairs "
                               "(simulated releases: give --pair-truth)")

@@ -28,6 +28,7 @@ import numpy as np
 
 from catalog_tool.errors import ConfigError, InputFileError
 from catalog_tool.train import where as where_mod
+from catalog_tool.train.skymatch import pairs_within
 
 __all__ = ["LabelOptions", "LabelTable", "PRESETS", "ROLES", "MISSING_BELOW", "MATCH_ARCSEC", "read_labels",
            "describe", "available_labels", "table_columns", "file_sha256"]
@@ -307,16 +308,10 @@ def _duplicate_groups(*, ids, id_valid, ra, dec) -> np.ndarray:
         rows.append(order[:-1][same])
         cols.append(order[1:][same])
     if ra is not None and dec is not None:
-        ok = np.flatnonzero(np.isfinite(ra) & np.isfinite(dec))
-        if len(ok) > 1:
-            from astropy.coordinates import SkyCoord
-            import astropy.units as u
-
-            c = SkyCoord(ra[ok] * u.deg, dec[ok] * u.deg)
-            i, j, _, _ = c.search_around_sky(c, MATCH_ARCSEC * u.arcsec)
-            keep = i < j
-            rows.append(ok[i[keep]])
-            cols.append(ok[j[keep]])
+        i, j = pairs_within(ra_a=ra, dec_a=dec, ra_b=ra, dec_b=dec, radius_arcsec=MATCH_ARCSEC)
+        keep = i < j
+        rows.append(i[keep])
+        cols.append(j[keep])
     r, c = np.concatenate(rows), np.concatenate(cols)
     graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n, n))
     return connected_components(graph, directed=False)[1]

@@ -1,7 +1,7 @@
 """The training loop shared by pre-training and fine-tuning.
 
-AdamW on a masked mean-squared error in scaled label units (labels missing for a star, NaN, do not
-count), mini-batches drawn by a seeded permutation, the best-validation weights kept and restored,
+AdamW on a masked mean-squared error (optionally a Huber loss) in scaled label units (labels
+missing for a star, NaN, do not count), mini-batches drawn by a seeded permutation, the best-validation weights kept and restored,
 optional early stopping, one JSON line per epoch in the training log. Inputs are indexed batch by
 batch, so ``x`` may be a read-only ``np.memmap`` of a preprocessed set larger than memory.
 """
@@ -45,6 +45,10 @@ class TrainConfig:
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
     freeze_bn : bool
         Keep BatchNorm running statistics fixed while training (fine-tuning option).
+    huber_delta : float or None
+        Huber loss with this threshold (in scaled label units, i.e. training-set standard
+        deviations) instead of the mean squared error: a star whose reference label is wrong pulls
+        the network linearly, not quadratically. ``None`` (default): the paper's MSE.
     """
 
     epochs: int = 100
@@ -56,6 +60,7 @@ class TrainConfig:
     patience: int | None = None
     device: str = "auto"
     freeze_bn: bool = False
+    huber_delta: float | None = None
 
     def __post_init__(self):
         problems = []
@@ -69,6 +74,8 @@ class TrainConfig:
             problems.append(f"weight_decay must be >= 0 (got {self.weight_decay})")
         if not 0 < self.val_fraction < 1:
             problems.append(f"val_fraction must be in (0, 1) (got {self.val_fraction})")
+        if self.huber_delta is not None and not self.huber_delta > 0:
+            problems.append(f"huber_delta must be > 0 or None (got {self.huber_delta})")
         if self.patience is not None and self.patience < 1:
             problems.append(f"patience must be >= 1 or None (got {self.patience})")
         if problems:
@@ -92,13 +99,45 @@ class TrainLog:
                 fh.write(json.dumps(record) + "\n")
 
 
-def split_indices(n: int, *, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded train/validation split (sorted index arrays); at least one row in each part."""
+def split_indices(n: int, *, val_fraction: float = 0.1, seed: int = 0,
+                  groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation split (sorted index arrays); at least one row in each part.
+
+    With ``groups`` (shape (n,), integers), rows of one group (e.g. several renderings of one real
+    star) all fall on the same side, and each group's side is a seeded hash of its id alone: a group
+    is in validation with probability ``val_fraction`` whatever set it appears in, so the same stars
+    are held out of pre-training and of fine-tuning, and validation measures stars the network has
+    never seen.
+    """
     if n < 2:
         raise ConfigError(f"need at least 2 labelled spectra to split into training and validation, got {n}")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (n,):
+            raise ConfigError(f"groups has shape {groups.shape}, expected ({n},)")
+        uniq, inverse = np.unique(groups.astype(np.int64), return_inverse=True)
+        if uniq.size < 2:
+            raise ConfigError(f"need at least 2 groups to split into training and validation, got {uniq.size}")
+        u = _hash_uniform(uniq, seed)
+        val = u < val_fraction
+        if not val.any():
+            val[np.argmin(u)] = True
+        if val.all():
+            val[np.argmax(u)] = False
+        return np.flatnonzero(~val[inverse]), np.flatnonzero(val[inverse])
     perm = np.random.default_rng(seed).permutation(n)
     n_val = min(max(1, int(round(val_fraction * n))), n - 1)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _hash_uniform(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per integer id, a fixed function of (id, seed) (splitmix64)."""
+    with np.errstate(over="ignore"):
+        z = ids.astype(np.uint64) + np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 def _batch(a: np.ndarray, idx: np.ndarray, dev: torch.device) -> torch.Tensor:
@@ -107,10 +146,16 @@ def _batch(a: np.ndarray, idx: np.ndarray, dev: torch.device) -> torch.Tensor:
     return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
 
 
-def _masked_mse(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _masked_loss(pred: torch.Tensor, y: torch.Tensor, huber_delta: float | None = None) -> torch.Tensor:
+    """Mean over known labels (finite ``y``) of the squared error, or of the Huber loss."""
     ok = torch.isfinite(y)
     diff = torch.where(ok, pred - torch.nan_to_num(y), torch.zeros_like(pred))
-    return diff.square().sum() / ok.sum().clamp_min(1)
+    if huber_delta is None:
+        per = diff.square()
+    else:  # 2 x Huber, so that it equals the squared error below the threshold
+        a = diff.abs()
+        per = torch.where(a <= huber_delta, diff.square(), 2.0 * huber_delta * a - huber_delta ** 2)
+    return per.sum() / ok.sum().clamp_min(1)
 
 
 def predict_scaled(module: nn.Module, x: np.ndarray, *, device="cpu", batch_size: int = 4096) -> np.ndarray:
@@ -171,7 +216,8 @@ def train_network(module: nn.Module, *, x: np.ndarray, y: np.ndarray, train_idx:
     y_val = torch.from_numpy(np.asarray(y[val_idx], np.float32))
     # The starting weights are a candidate too (epoch -1): fine-tuning that only hurts the
     # validation loss returns the zero-shot network instead of a worse one.
-    best = float(_masked_mse(torch.from_numpy(predict_scaled(module, x[val_idx], device=dev)), y_val))
+    hd = config.huber_delta
+    best = float(_masked_loss(torch.from_numpy(predict_scaled(module, x[val_idx], device=dev)), y_val, hd))
     best_epoch, since = -1, 0
     best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     stopped = False
@@ -189,14 +235,14 @@ def train_network(module: nn.Module, *, x: np.ndarray, y: np.ndarray, train_idx:
             idx = perm[b * config.batch_size: (b + 1) * config.batch_size if b < n_full - 1 else len(perm)]
             idx = np.sort(idx)
             xb, yb = _batch(x, idx, dev), _batch(y, idx, dev)
-            loss = _masked_mse(module(xb), yb)
+            loss = _masked_loss(module(xb), yb, hd)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         pred = torch.from_numpy(predict_scaled(module, x[val_idx], device=dev))
-        val = float(_masked_mse(pred, y_val))
+        val = float(_masked_loss(pred, y_val, hd))
         improved = val < best
         if improved:
             best, best_epoch, since = val, epoch, 0

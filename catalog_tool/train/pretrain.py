@@ -86,10 +86,11 @@ def training_units(member: nn.Module, n_labels: int) -> list[tuple[nn.Module, li
 
 
 def fit_members(members: list[nn.Module], *, x: np.ndarray, y_scaled: np.ndarray, names: list[str],
-                config: TrainConfig, log: TrainLog, stage: str) -> dict:
-    """Train every member's units in place on the seeded split; return a JSON-able summary."""
+                config: TrainConfig, log: TrainLog, stage: str, groups: np.ndarray | None = None) -> dict:
+    """Train every member's units in place on the seeded split (by ``groups`` when given); return a
+    JSON-able summary."""
     n_labels = y_scaled.shape[1]
-    train_idx, val_idx = split_indices(len(x), val_fraction=config.val_fraction, seed=config.seed)
+    train_idx, val_idx = split_indices(len(x), val_fraction=config.val_fraction, seed=config.seed, groups=groups)
     summary = {"stage": stage, "n_spectra": int(len(x)), "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
                "config": config.to_dict(), "units": []}
     t0 = time.perf_counter()
@@ -116,7 +117,7 @@ def fit_members(members: list[nn.Module], *, x: np.ndarray, y_scaled: np.ndarray
 def pretrain(*, flux: np.ndarray, labels: dict[str, np.ndarray], names: list[str] | None = None,
              units: dict[str, str] | None = None, hidden: tuple[int, ...] = (1024, 512, 64), dropout: float = 0.1,
              batchnorm: bool = True, heads: str = "per-label", ensemble: int = 5,
-             config: TrainConfig = TrainConfig(), log_path=None) -> TrainedEnsemble:
+             config: TrainConfig = TrainConfig(), log_path=None, groups: np.ndarray | None = None) -> TrainedEnsemble:
     """Pre-train an ensemble on normalised spectra.
 
     Parameters
@@ -136,6 +137,8 @@ def pretrain(*, flux: np.ndarray, labels: dict[str, np.ndarray], names: list[str
     config : TrainConfig
     log_path : path, optional
         JSON-lines training log (appended).
+    groups : ndarray (N,), optional
+        Rows of one group (renderings of one real star) stay together in the train/validation split.
 
     Returns
     -------
@@ -148,7 +151,7 @@ def pretrain(*, flux: np.ndarray, labels: dict[str, np.ndarray], names: list[str
         raise ConfigError(f"flux must be 2-D (N, npix), got shape {flux_shape}")
     names = list(names or labels)
     y = label_matrix(labels, names, flux_shape[0])
-    train_idx, _ = split_indices(flux_shape[0], val_fraction=config.val_fraction, seed=config.seed)
+    train_idx, _ = split_indices(flux_shape[0], val_fraction=config.val_fraction, seed=config.seed, groups=groups)
     specs = label_specs(y[train_idx], names=names, units=units)  # scaling from training rows only
     y_scaled = ((y - [s.mean for s in specs]) / [s.std for s in specs]).astype(np.float32)
     mlp = MLPConfig(n_in=flux_shape[1], n_out=len(names) if heads == "multi-label" else 1, hidden=tuple(hidden), dropout=dropout, batchnorm=batchnorm)
@@ -157,5 +160,5 @@ def pretrain(*, flux: np.ndarray, labels: dict[str, np.ndarray], names: list[str
         torch.manual_seed(config.seed + m)
         members.append(build_member(config=mlp, n_labels=len(names), heads=heads))
     summary = fit_members(members, x=flux, y_scaled=y_scaled, names=names, config=config,
-                          log=TrainLog(log_path), stage="pretrain")
+                          log=TrainLog(log_path), stage="pretrain", groups=groups)
     return TrainedEnsemble(members=members, labels=specs, config=mlp, heads=heads, summary=summary)

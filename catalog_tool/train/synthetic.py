@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TOY_LABELS", "TOY_UNITS", "toy_labels", "toy_spectra"]
+__all__ = ["TOY_LABELS", "toy_labels", "toy_spectra"]
 
 TOY_LABELS = ("FEH", "ALPHAFE", "TEFF", "LOGG")
-TOY_UNITS = {"FEH": "dex", "ALPHAFE": "dex", "TEFF": "K", "LOGG": "dex"}
 
 
 def toy_labels(n: int, *, rng: np.random.Generator, metal_poor_fraction: float = 0.25) -> dict[str, np.ndarray]:

@@ -51,6 +51,7 @@ __all__ = [
     "render_markdown",
     "columns_from_meta",
     "columns_from_prediction",
+    "source_name",
 ]
 
 #: EXTNAME of HDU 1, the catalogue.
@@ -358,6 +359,11 @@ def columns_from_meta(meta: Mapping[str, np.ndarray]) -> dict:
             values = np.where(np.isfinite(values), values, null).astype(col.np_dtype)
         out[dst] = values
     return out
+
+
+def source_name(path: str | os.PathLike) -> str:
+    """The ``SOURCE`` value of the rows of the input file ``path``: its name, cut to the column width."""
+    return os.path.basename(os.fspath(path))[:_BY_NAME["SOURCE"].np_dtype.itemsize]
 
 
 def _basenames(paths: np.ndarray, *, width: int) -> np.ndarray:

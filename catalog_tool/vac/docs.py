@@ -28,12 +28,16 @@ _INTRO = f"""\
 | HDU | EXTNAME | Content |
 |----:|---------|---------|
 | 0 | (primary) | no data; provenance and flag-bit cards (below) |
-| 1 | `{dm.EXTNAME}` | the catalogue, one row per (TARGETID, SURVEY, PROGRAM), uncompressed binary table |
+| 1 | `{dm.EXTNAME}` | the catalogue, one row per input target, uncompressed binary table |
 | 2 | `{dm.ERRORS_EXTNAME}` | input files that could not be used: `FILE`, `REASON` (zero rows when none failed) |
 | 3+ | (optional) | row-matched extra tables, header card `ROWMATCH = T` |
 
-* Every input target appears once per (TARGETID, SURVEY, PROGRAM), estimated or not; rows without
-  an estimate have NaN parameters and say why in `FLAGS`. Nothing is dropped silently.
+* For every input file, either each of its targets (FIBERMAP rows that are not sky or unassigned
+  fibres; a LAMOST file's spectrum) has exactly one row, estimated or not, or the file is in
+  `{dm.ERRORS_EXTNAME}` with the reason and none of its targets has a row (`stxcat annotate` then
+  exits with status 3). Never a mix: the run checks it before writing the VAC. Rows without an
+  estimate have NaN parameters and say why in `FLAGS`. Nothing is dropped silently
+  ([running a release](pipeline.md#every-target-in-the-vac-once-or-its-file-in-errors)).
 * Rows are ordered by `HEALPIX` (nside {dm.HEALPIX_NSIDE}, NESTED), then by input order. The same
   input and model give the same rows.
 * Missing values: NaN in float columns; `TNULL` (declared in the header, shown as blank by TOPCAT)
@@ -78,8 +82,10 @@ _FLAGS_INTRO = """\
 
 `FLAGS` is an int64 bitmask; test bit n with `(FLAGS & (1 << n)) != 0`. Bits are never renumbered.
 `FLAG_BAD` is True when any bit marked "yes" below is set: then the parameters are missing or not
-to be trusted. The other bits are warnings. Quality bits are set only on rows that were processed
-(a star whose file was read); `ZWARN` and `BAD_FIBERSTATUS` on every DESI row.
+to be trusted. The other bits are warnings. Quality bits are set only on the stars (the rows that
+were processed); `ZWARN`, `BAD_FIBERSTATUS`, `NO_REDROCK`, `BAD_COORDS` and `DUPLICATE_ID` on every
+row they apply to. Retired bits are never set; their numbers stay reserved (older VACs may carry
+them).
 
 """
 
@@ -92,7 +98,9 @@ pixel, in the layout of DESI's healpix products:
     healpix/{{survey}}/{{program}}/{{pixel//100}}/{{pixel}}/stxcat-{{survey}}-{{program}}-{{pixel}}.fits
 
 with the same HDUs (without `{dm.ERRORS_EXTNAME}`) and headers as the merged VAC. A blank survey or
-program (a LAMOST file whose release is unknown) is written as `unknown`.
+program (a LAMOST file whose release is unknown) is written as `unknown`; rows without a valid
+position (`HEALPIX` -1, flag `BAD_COORDS`) go to the file of pixel -1 (`.../-1/-1/stxcat-...--1.fits`),
+so that the per-pixel files together still hold every row.
 
 ## Opening the VAC
 

@@ -6,7 +6,8 @@ from data or a model state that cannot be trusted). The other bits are warnings:
 and their uncertainties should already reflect the problem, but a careful user may cut on them.
 
 Bits are never renumbered: a bit once published keeps its number and meaning; new bits take the next
-free number. The definitions travel with every VAC as header cards ``FLAGBn`` (see
+free number. A bit that is no longer set is *retired*, not removed: it stays in the table (so VACs
+that carry it still decode, and its number is never given to another meaning). The definitions travel with every VAC as header cards ``FLAGBn`` (see
 :func:`header_cards`) and are rendered into ``docs/vac.md``.
 
 Composition (:func:`compute_flags`) is a pure, vectorised function of per-row diagnostics; the
@@ -25,6 +26,7 @@ __all__ = [
     "FLAG_BITS",
     "BAD_MASK",
     "FlagThresholds",
+    "DEFAULT_THRESHOLDS",
     "compute_flags",
     "flag_bad",
     "flag_names",
@@ -50,6 +52,8 @@ class FlagBit:
         At most 40 characters, the comment of the bit's header card.
     description : str
         One line for the docs.
+    retired : bool
+        True for a bit that stxcat no longer sets (kept so that its number is never reused).
     """
 
     bit: int
@@ -57,6 +61,7 @@ class FlagBit:
     bad: bool
     short: str
     description: str
+    retired: bool = False
 
     @property
     def value(self) -> int:
@@ -75,8 +80,9 @@ FLAG_BITS: tuple[FlagBit, ...] = (
             "the spectrum does not cover the model's wavelength window"),
     FlagBit(4, "CONT_FAIL", True, "continuum normalisation failed",
             "continuum normalisation failed"),
-    FlagBit(5, "INPUT_OUT_OF_DOMAIN", False, "input outside training range",
-            "an input (e.g. S/N, a first Teff estimate) is outside the training set's range"),
+    FlagBit(5, "INPUT_OUT_OF_DOMAIN", False, "retired: never set",
+            "retired, never set: model bundles record no input domain to test against (the "
+            "prediction's domain is `PRED_OUT_OF_DOMAIN`)", retired=True),
     FlagBit(6, "PRED_OUT_OF_DOMAIN", True, "prediction outside training domain",
             "a predicted label lies outside the training domain (extrapolation)"),
     FlagBit(7, "ENSEMBLE_DISAGREE", True, "ensemble members disagree",
@@ -85,11 +91,21 @@ FLAG_BITS: tuple[FlagBit, ...] = (
             "redrock ZWARN is non-zero (DESI): the redshift, hence the rest frame, may be wrong"),
     FlagBit(9, "BAD_FIBERSTATUS", True, "COADD_FIBERSTATUS non-zero",
             "COADD_FIBERSTATUS is non-zero (DESI): a fibre or amplifier problem"),
-    FlagBit(10, "READ_FAILED", True, "input file unreadable: not processed",
-            "not processed: the row's input file failed to read (see the ERRORS table)"),
+    FlagBit(10, "READ_FAILED", True, "retired: never set",
+            "retired, never set: a file that cannot be read gives no rows and is listed in the "
+            "`ERRORS` table (exit status 3)", retired=True),
     FlagBit(11, "NOT_ESTIMATED", True, "star without an estimate",
             "a star with no (finite) estimate: preprocessing found no usable pixels, the model needs "
             "a rest frame and the redshift is unknown, or the network gave a non-finite value"),
+    FlagBit(12, "NO_REDROCK", False, "no redrock row: Z, SPECTYPE empty",
+            "DESI target without a redrock row (redrock file missing or unreadable, or the TARGETID "
+            "not in it): `Z` and `SPECTYPE` are empty and a Milky Way Survey target counts as a star"),
+    FlagBit(13, "BAD_COORDS", False, "TARGET_RA/DEC invalid: HEALPIX -1",
+            "`TARGET_RA`/`TARGET_DEC` not finite, or Dec outside -90 to 90: `HEALPIX` is -1 (the "
+            "spectrum, hence the estimate, is not affected)"),
+    FlagBit(14, "DUPLICATE_ID", True, "TARGETID repeated within its file",
+            "the TARGETID is on more than one target row of the same input file (a damaged "
+            "FIBERMAP): which spectrum is the target's cannot be told"),
 )
 
 _BY_NAME = {f.name: f for f in FLAG_BITS}
@@ -145,6 +161,12 @@ class FlagThresholds:
         return cls(**d)
 
 
+#: The default thresholds: the only ``FlagThresholds()`` in the package. A run chooses its
+#: thresholds once (``pipeline.partition.run_settings``, recorded in the plan and in ``FLAGTHR``)
+#: and everything downstream reads them back from there.
+DEFAULT_THRESHOLDS = FlagThresholds()
+
+
 def in_domain(*, values: np.ndarray, lo, hi) -> np.ndarray:
     """True for rows whose finite values all lie inside ``[lo, hi]``, per column.
 
@@ -183,34 +205,34 @@ def _column(x, n: int, dtype, default) -> np.ndarray:
 def compute_flags(
     *,
     is_star,
-    read_ok=None,
     snr=None,
     bad_frac=None,
     covered=None,
     cont_ok=None,
-    input_in_domain=None,
     pred_in_domain=None,
     ensemble_std=None,
     label_names=None,
     estimated=None,
     zwarn=None,
     fiberstatus=None,
-    thresholds: FlagThresholds = FlagThresholds(),
+    redrock_found=None,
+    coords_ok=None,
+    unique_id=None,
+    thresholds: FlagThresholds = DEFAULT_THRESHOLDS,
 ) -> np.ndarray:
     """Compose the ``FLAGS`` bitmask of N rows from their diagnostics.
 
     Every argument is a length-N array (or a scalar broadcast to N rows); ``None`` means "not
     known for this survey" and never sets its bit. Quality bits (S/N, pixels, coverage, continuum,
-    domain, ensemble) are only set on *processed* rows (``is_star & read_ok``): on the others the
-    diagnostics are meaningless and ``NOT_STAR`` / ``READ_FAILED`` already say why there is no value.
-    Survey bits (ZWARN, fibre status) are set on every row.
+    domain, ensemble, estimate) are only set on *processed* rows (``is_star``): on the others the
+    diagnostics are meaningless and ``NOT_STAR`` already says why there is no value. Row bits
+    (ZWARN, fibre status, redrock, coordinates, duplicate id) are set on every row.
+    Retired bits (:attr:`FlagBit.retired`) are never set.
 
     Parameters
     ----------
     is_star : array of bool, shape (N,)
         Selected for estimation (a star); False sets ``NOT_STAR``.
-    read_ok : array of bool, optional
-        False sets ``READ_FAILED`` (and then no other bit but the survey ones).
     snr : array of float, optional
         Median S/N per pixel; ``LOW_SNR`` when below ``thresholds.min_snr`` or NaN.
     bad_frac : array of float, optional
@@ -219,8 +241,6 @@ def compute_flags(
         False sets ``NOT_COVERED``.
     cont_ok : array of bool, optional
         False sets ``CONT_FAIL``.
-    input_in_domain : array of bool, optional
-        False sets ``INPUT_OUT_OF_DOMAIN``.
     pred_in_domain : array of bool, optional
         False sets ``PRED_OUT_OF_DOMAIN`` (see :func:`in_domain`).
     ensemble_std : array of float, shape (N, L), optional
@@ -234,6 +254,12 @@ def compute_flags(
         redrock ZWARN; negative = null (no redrock), never flagged.
     fiberstatus : array of int, optional
         COADD_FIBERSTATUS; negative = null, never flagged.
+    redrock_found : array of bool, optional
+        DESI: False where the target has no redrock row; sets ``NO_REDROCK``.
+    coords_ok : array of bool, optional
+        False where TARGET_RA/TARGET_DEC are not valid; sets ``BAD_COORDS``.
+    unique_id : array of bool, optional
+        False where the TARGETID is on another target row of the same file; sets ``DUPLICATE_ID``.
     thresholds : FlagThresholds
 
     Returns
@@ -243,14 +269,16 @@ def compute_flags(
     is_star = np.asarray(is_star, dtype=bool)
     n = is_star.shape[0]
     flags = np.zeros(n, dtype=np.int64)
-    read_ok = _column(read_ok, n, bool, True)
-    processed = is_star & read_ok
-    flags |= np.where(~is_star & read_ok, _bit("NOT_STAR"), 0)
-    flags |= np.where(~read_ok, _bit("READ_FAILED"), 0)
+    processed = is_star
+    flags |= np.where(~is_star, _bit("NOT_STAR"), 0)
 
     def set_where(cond, name):
         nonlocal flags
         flags |= np.where(processed & cond, _bit(name), 0)
+
+    def set_row(cond, name):
+        nonlocal flags
+        flags |= np.where(cond, _bit(name), 0)
 
     if snr is not None:
         # "not >=" so that a NaN S/N (no usable pixel) is low too
@@ -261,8 +289,6 @@ def compute_flags(
         set_where(~_column(covered, n, bool, True), "NOT_COVERED")
     if cont_ok is not None:
         set_where(~_column(cont_ok, n, bool, True), "CONT_FAIL")
-    if input_in_domain is not None:
-        set_where(~_column(input_in_domain, n, bool, True), "INPUT_OUT_OF_DOMAIN")
     if pred_in_domain is not None:
         set_where(~_column(pred_in_domain, n, bool, True), "PRED_OUT_OF_DOMAIN")
     if ensemble_std is not None:
@@ -278,11 +304,16 @@ def compute_flags(
         set_where(~_column(estimated, n, bool, True), "NOT_ESTIMATED")
     if zwarn is not None:
         z = _column(zwarn, n, np.int64, -1)
-        flags |= np.where((z >= 0) & ((z & np.int64(thresholds.zwarn_mask)) != 0), _bit("ZWARN"), 0)
+        set_row((z >= 0) & ((z & np.int64(thresholds.zwarn_mask)) != 0), "ZWARN")
     if fiberstatus is not None:
         fs = _column(fiberstatus, n, np.int64, -1)
-        flags |= np.where((fs >= 0) & ((fs & np.int64(thresholds.fiberstatus_mask)) != 0),
-                          _bit("BAD_FIBERSTATUS"), 0)
+        set_row((fs >= 0) & ((fs & np.int64(thresholds.fiberstatus_mask)) != 0), "BAD_FIBERSTATUS")
+    if redrock_found is not None:
+        set_row(~_column(redrock_found, n, bool, True), "NO_REDROCK")
+    if coords_ok is not None:
+        set_row(~_column(coords_ok, n, bool, True), "BAD_COORDS")
+    if unique_id is not None:
+        set_row(~_column(unique_id, n, bool, True), "DUPLICATE_ID")
     return flags
 
 
@@ -330,7 +361,7 @@ def render_markdown() -> str:
     lines.append("")
     lines.append(f"`FLAG_BAD = (FLAGS & {BAD_MASK}) != 0`: bits "
                  + ", ".join(f"`{f.name}`" for f in FLAG_BITS if f.bad) + ".")
-    d = FlagThresholds()
+    d = DEFAULT_THRESHOLDS
     lines.append("")
     lines.append("Default thresholds (`catalog_tool.vac.flags.FlagThresholds`): "
                  f"`min_snr={d.min_snr}`, `max_bad_frac={d.max_bad_frac}`, `max_ensemble_std=` "

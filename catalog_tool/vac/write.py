@@ -26,7 +26,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import fitsio
 import numpy as np
@@ -42,6 +42,7 @@ __all__ = [
     "Provenance",
     "OutputExistsError",
     "PartFileError",
+    "LostRowsError",
     "MergeResult",
     "write_vac",
     "merge_parts",
@@ -76,6 +77,10 @@ class PartFileError(StxcatError):
     """A part file cannot be merged (unreadable, or not in the VAC format)."""
 
 
+class LostRowsError(StxcatError):
+    """The parts do not hold the rows the run expects of its input files: the VAC is not written."""
+
+
 @dataclass(frozen=True)
 class Provenance:
     """What made a VAC; written into the primary and the table header.
@@ -107,7 +112,7 @@ class Provenance:
     input_release: str
     date: str | None = None
     stxcat_version: str = __version__
-    thresholds: fl.FlagThresholds = field(default_factory=fl.FlagThresholds)
+    thresholds: fl.FlagThresholds = fl.DEFAULT_THRESHOLDS
     extra: tuple = ()
 
     def resolved(self) -> "Provenance":
@@ -165,7 +170,7 @@ class Provenance:
             input_release=str(get("INPUT")),
             date=str(get("DATE")) or None,
             stxcat_version=str(get("STXCVER")),
-            thresholds=fl.FlagThresholds.from_dict(json.loads(thr)) if thr else fl.FlagThresholds(),
+            thresholds=fl.FlagThresholds.from_dict(json.loads(thr)) if thr else fl.DEFAULT_THRESHOLDS,
             extra=tuple(extra),
         )
 
@@ -430,27 +435,55 @@ def _extra_names(fits: fitsio.FITS) -> list[str]:
     return names
 
 
-def _scan_part(path: str) -> tuple[dict, list, list]:
-    """Key columns, errors and extra-HDU names of one part file."""
+def _scan_part(path: str, *, sources: bool = False) -> tuple[dict, list, list, dict]:
+    """Key columns, errors and extra-HDU names of one part file, and (``sources``) its rows per
+    ``SOURCE``: ``{source: (rows, distinct SOURCE_ROW values)}``."""
+    columns = ["HEALPIX", "TARGETID", "SURVEY", "SNR"] + (["SOURCE", "SOURCE_ROW"] if sources else [])
     try:
         with open_fits(path) as fits:
             hdu = get_hdu(fits, dm.EXTNAME, path)
             got = tuple(hdu.get_colnames())
             if got != dm.names():
                 raise PartFileError(f"{path}: columns differ from the VAC data model")
-            keys = hdu.read(columns=["HEALPIX", "TARGETID", "SURVEY", "SNR"]) if hdu.get_nrows() else None
+            keys = hdu.read(columns=columns) if hdu.get_nrows() else None
             extras = _extra_names(fits)
             errors = _errors_of(fits)  # in the same open: a part file is opened once here
     except StxcatError as exc:
         if isinstance(exc, PartFileError):
             raise
         raise PartFileError(f"part file unusable: {exc}") from None
+    per_source: dict = {}
     if keys is None:
         keys = np.zeros(0, dtype=[("HEALPIX", "i4"), ("TARGETID", "i8"), ("SURVEY", "S8"), ("SNR", "f4")])
+    elif sources:
+        names = np.char.strip(np.asarray(keys["SOURCE"]).astype(str))
+        pairs = np.unique(np.rec.fromarrays([names, keys["SOURCE_ROW"].astype(np.int64)]))
+        uniq, rows = np.unique(names, return_counts=True)
+        distinct = dict(zip(*np.unique(pairs["f0"], return_counts=True)))
+        per_source = {str(u): (int(r), int(distinct[u])) for u, r in zip(uniq, rows)}
     # compact: ~17 bytes a row (the survey name as read is 32)
     compact = {"HEALPIX": keys["HEALPIX"].astype(np.int32), "TARGETID": keys["TARGETID"].astype(np.int64),
                "LAMOST": _is_lamost(keys["SURVEY"]), "SNR": keys["SNR"].astype(np.float32)}
-    return compact, errors, extras
+    return compact, errors, extras, per_source
+
+
+def _check_rows(per_source: dict, expected: Mapping[str, tuple[int, int]], out: str) -> None:
+    """Raise :class:`LostRowsError` unless every input file has its expected rows, each once."""
+    wrong = []
+    for name in sorted(set(expected) | set(per_source)):
+        rows, distinct = per_source.get(name, (0, 0))
+        want, nfiles = expected.get(name, (None, 0))
+        if want is None:
+            wrong.append(f"{name}: {rows} rows from a file the run did not plan")
+        elif rows != want:
+            wrong.append(f"{name}: {rows} rows, {want} expected")
+        elif nfiles == 1 and distinct != rows:
+            wrong.append(f"{name}: {rows - distinct} of its rows appear more than once")
+    if wrong:
+        raise LostRowsError(
+            f"refusing to write {out}: the part files do not hold one row per target of each input file "
+            f"({'; '.join(wrong[:3])}{'; ...' if len(wrong) > 3 else ''}); this is an stxcat bug: "
+            f"please report it with the work dir's stxcat.log")
 
 
 def merge_parts(
@@ -461,6 +494,7 @@ def merge_parts(
     errors: Sequence[tuple[str, str]] = (),
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     overwrite: bool = False,
+    expected_rows: Mapping[str, tuple[int, int]] | None = None,
 ) -> MergeResult:
     """Merge part files (VACs of the same format) into one VAC, streaming.
 
@@ -483,6 +517,11 @@ def merge_parts(
     chunk_rows : int
         Rows copied per step.
     overwrite : bool
+    expected_rows : mapping of str to (int, int), optional
+        By ``SOURCE`` value (see :func:`catalog_tool.vac.datamodel.source_name`): the rows the
+        input files of that name must have together (0 for a failed one) and how many files share
+        the name. Checked against the parts before anything is written, and each
+        (``SOURCE``, ``SOURCE_ROW``) must be there once when one file has the name.
 
     Returns
     -------
@@ -492,18 +531,27 @@ def merge_parts(
     ------
     PartFileError
         A part is missing, unreadable or not in the VAC format, or parts have different extras.
+    LostRowsError
+        ``expected_rows`` given and the parts do not match it (rows lost, duplicated, or from a file
+        not expected); nothing is written.
     """
     parts = [os.fspath(p) for p in parts]
     keys, all_errors, extra_names = [], list(errors), None
+    per_source: dict = {}
     for p in parts:
-        k, errs, extras = _scan_part(p)
+        k, errs, extras, sources = _scan_part(p, sources=expected_rows is not None)
         if extra_names is None:
             extra_names = extras
         elif extras != extra_names:
             raise PartFileError(f"{p}: extra HDUs {extras} differ from the first part's {extra_names}")
         keys.append(k)
         all_errors.extend(errs)
+        for name, (rows, distinct) in sources.items():
+            r0, d0 = per_source.get(name, (0, 0))
+            per_source[name] = (r0 + rows, d0 + distinct)
     extra_names = extra_names or []
+    if expected_rows is not None:
+        _check_rows(per_source, expected_rows, os.fspath(out))
 
     sizes = np.array([len(k["HEALPIX"]) for k in keys], dtype=np.int64)
     n = int(sizes.sum())

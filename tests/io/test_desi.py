@@ -18,6 +18,7 @@ from catalog_tool.errors import (
     MissingHDUError,
     NotFitsError,
     TruncatedFileError,
+    UnknownLayoutError,
 )
 from catalog_tool.io import desi
 from catalog_tool.io.fitsutil import BLOCK
@@ -148,10 +149,12 @@ def test_redrock_join(desidir, name):
             np.testing.assert_array_equal(batch.meta[col], rr[col])
     assert list(batch.meta["SPECTYPE"]) == ["GALAXY"]
     assert list(batch.meta["SUBTYPE"]) == [""]
+    assert batch.meta["REDROCK_FOUND"].tolist() == [True]
 
 
 def test_missing_redrock_is_reported_not_fatal(desidir):
     batch = desi.read_coadd(desidir / EDR)
+    assert not batch.meta["REDROCK_FOUND"].any()
     assert np.isnan(batch.meta["Z"]).all() and np.isnan(batch.meta["DELTACHI2"]).all()
     assert (batch.meta["ZWARN"] == -1).all() and set(batch.meta["SPECTYPE"]) == {""}
     assert len(batch.problems) == 1 and "no redrock file" in batch.problems[0]
@@ -383,3 +386,63 @@ def test_read_keywords_agrees_with_fitsio(realdata):
                     if isinstance(want, str):
                         want = want.rstrip()
                     assert got[key] == want, (path.name, ext, key)
+
+
+# ---------------------------------------------------------------------------------------------
+# damaged coadds are reported, never taken for companions or half read (issue 14)
+
+def _without(src, dst, drop):
+    with afits.open(src) as hdul:
+        afits.HDUList([h for h in hdul if not drop(h.name)]).writeto(dst)
+
+
+@pytest.mark.parametrize("drop, first_missing", [
+    (lambda n: n[:2] in ("B_", "R_", "Z_"), "B_WAVELENGTH"),   # every arm removed, FIBERMAP kept
+    (lambda n: n.startswith(("R_", "Z_")) or n == "SCORES", "R_WAVELENGTH"),  # cut after B_RESOLUTION
+    (lambda n: n == "Z_IVAR", "Z_IVAR"),
+])
+def test_damaged_coadd_is_a_coadd_and_scan_names_what_is_missing(desidir, tmp_path, drop, first_missing):
+    bad = tmp_path / "coadd-damaged.fits"
+    _without(desidir / SPECIAL, bad, drop)
+    with fitsio.FITS(str(bad)) as fits:
+        assert desi.classify(fits) == "coadd"
+    with pytest.raises(MissingHDUError, match=f"'{first_missing}' is missing.*its 1 FIBERMAP rows are not annotated"):
+        desi.scan_coadd(bad)
+
+
+def test_companions_stay_companions(desidir, tmp_path):
+    for name in ("redrock-special-dark-27247.fits", "redrock-4-80613-thru20210324.fits"):
+        with fitsio.FITS(str(desidir / name)) as fits:
+            assert desi.classify(fits) == "companion"
+    # a FIBERMAP beside a table no coadd has (an afterburner's) is a companion too
+    other = tmp_path / "qso_mgii-x.fits"
+    with fitsio.FITS(str(other), "rw") as out:
+        out.write(None)
+        out.write(np.zeros(2, dtype=[("TARGETID", "i8")]), extname="MGII")
+        out.write(np.zeros(2, dtype=[("TARGETID", "i8"), ("TARGET_RA", "f8"), ("TARGET_DEC", "f8")]),
+                  extname="FIBERMAP")
+    with fitsio.FITS(str(other)) as fits:
+        assert desi.classify(fits) == "companion"
+
+
+def test_resolution_in_some_arms_only_is_damage(desidir, tmp_path):
+    bad = tmp_path / "coadd-nozres.fits"
+    _without(desidir / SPECIAL, bad, lambda n: n == "Z_RESOLUTION")
+    with pytest.raises(MissingHDUError, match="Z_RESOLUTION"):
+        desi.scan_coadd(bad)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda w: w * 10, "spans 36000-58000 A, outside the DESI B arm"),
+    (lambda w: w[::-1], "not a finite, increasing"),
+    (lambda w: np.where(np.arange(w.size) == 3, np.nan, w), "not a finite, increasing"),
+    (lambda w: w * 1.1, "outside the DESI B arm"),
+])
+def test_implausible_wavelengths_are_refused(desidir, tmp_path, change, message):
+    bad = tmp_path / "coadd-wave.fits"
+    shutil.copyfile(desidir / SPECIAL, bad)
+    with fitsio.FITS(str(bad), "rw") as fits:
+        fits["B_WAVELENGTH"].write(change(fits["B_WAVELENGTH"].read()))
+    with pytest.raises(UnknownLayoutError, match=message):
+        desi.read_coadd(bad, arms=("B",), redrock=None)
+    assert desi.read_coadd(bad, arms=("R",), redrock=None).arms["R"].nspec == 1  # the others are fine

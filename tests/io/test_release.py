@@ -63,6 +63,43 @@ def test_discover_release_tree(tree):
     assert any("tiles/" in note for note in idx.notes)  # tile coadds duplicate healpix ones
 
 
+def test_a_coadd_cut_at_an_hdu_boundary_is_skipped_not_taken_for_a_companion(realdata, tmp_path):
+    """CFITSIO sees a file cut exactly after an HDU as a shorter, valid file: structure tells."""
+    import fitsio
+
+    src = realdata / "desi" / SPECIAL
+    with fitsio.FITS(str(src)) as fits:
+        ends = {h.get_extname(): h.get_offsets()["data_end"] for h in fits}
+    for ext in ("FIBERMAP", "EXP_FIBERMAP", "B_WAVELENGTH", "B_MASK"):
+        cut = tmp_path / ext / SPECIAL
+        cut.parent.mkdir()
+        cut.write_bytes(src.read_bytes()[: -(-ends[ext] // 2880) * 2880])
+        idx = release.discover([cut])
+        assert idx.entries == [] and idx.companions == 0, ext
+        [(path, reason)] = idx.skipped
+        assert path == str(cut) and "is missing" in reason and "cut-short coadd" in reason, reason
+
+
+def test_an_unforeseen_error_while_scanning_skips_that_file_only(realdata, tmp_path, monkeypatch):
+    import dataclasses
+
+    from catalog_tool.io import readers
+
+    real = readers.reader("desi").scan
+
+    def scan(path):
+        if os.path.basename(path) == SPECIAL:
+            raise ValueError("a header value\nno check foresaw")
+        return real(path)
+
+    monkeypatch.setattr(readers, "READERS", tuple(dataclasses.replace(r, scan=scan) if r.kind == "desi" else r
+                                                  for r in readers.READERS))
+    idx = release.discover([realdata / "desi" / SPECIAL, realdata / "desi" / EDR])
+    assert [os.path.basename(e.path) for e in idx.entries] == [EDR]
+    assert idx.skipped == [(str(realdata / "desi" / SPECIAL),
+                            "cannot be scanned (ValueError: a header value no check foresaw)")]
+
+
 def test_discover_tiles_lamost_files_and_duplicates(tree, realdata):
     root, lam, _ = tree
     tile = root / "tiles" / "cumulative" / "80613" / "20210324" / TILE

@@ -17,7 +17,7 @@ from catalog_tool.models.encoder import (
     encode,
     merge_encoder_lora,
 )
-from catalog_tool.train.encoder import EncoderTrainConfig, pair_by_position, pretrain_encoder
+from catalog_tool.train.encoder import EncoderTrainConfig, pretrain_encoder
 from catalog_tool.train.synthetic import toy_labels, toy_spectra
 
 NPIX = 200
@@ -161,11 +161,3 @@ def test_encoder_lora_starts_at_the_base_trains_only_factors_and_merges_exactly(
     assert torch.allclose(merged(x), moved, atol=1e-5)
 
 
-def test_pair_by_position_is_one_to_one_within_the_radius():
-    ra_a = np.array([10.0, 10.0005, 200.0, 359.99995])
-    dec_a = np.array([5.0, 5.0, -30.0, 0.0])
-    ra_b = np.array([200.0 + 1e-4, 0.00005, 10.0001, 50.0])
-    dec_b = np.array([-30.0, 0.0, 5.0, 50.0])
-    ia, ib = pair_by_position(ra_a=ra_a, dec_a=dec_a, ra_b=ra_b, dec_b=dec_b, radius_arcsec=1.0)
-    got = dict(zip(ia.tolist(), ib.tolist()))
-    assert got == {0: 2, 2: 0, 3: 1}  # a[1] is 1.8" from b[2], farther than a[0]; RA wrap at 0/360

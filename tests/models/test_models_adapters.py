@@ -123,3 +123,39 @@ def test_unknown_method_and_labels_refused(saved, shifted):
         finetune(saved, flux=flux, labels={"FEH": labels["FEH"]}, method="prompt")
     with pytest.raises(ConfigError, match="not outputs"):
         finetune(saved, flux=flux, labels={"MGFE": labels["FEH"]}, method="full")
+
+
+def test_a_method_added_to_the_registry_works_everywhere(saved, shifted, tmp_path, monkeypatch):
+    """Adding a method is its structure plus one registry entry (docs/models.md): here one that
+    trains the biases only. Fine-tuning, the bundle written and loaded back, and the command line's
+    choices and help all follow the registry; nothing else names a method."""
+    from click.testing import CliRunner
+
+    from catalog_tool.cli import main
+    from catalog_tool.models.adapters import REGISTRY, FinetuneMethod
+    from catalog_tool.models.bundle import load_bundle, make_provenance
+
+    def biases_only(member, spec):
+        for name, p in member.named_parameters():
+            p.requires_grad_(name.endswith("bias"))
+        return member
+
+    monkeypatch.setitem(REGISTRY, "bitfit", FinetuneMethod(
+        name="bitfit", summary="the biases only", spec=lambda **_: {"method": "bitfit"}, adapt=biases_only))
+    flux, _, labels = shifted
+    tuned = finetune(saved, flux=flux[:300], labels={"FEH": labels["FEH"][:300]}, method="bitfit",
+                     config=TrainConfig(epochs=3, lr=1e-2, batch_size=32, device="cpu", seed=1))
+    assert tuned.finetune == {"method": "bitfit"}
+    before = dict(saved.members[0].named_parameters())
+    moved = {n for n, p in tuned.members[0].named_parameters() if not torch.equal(p, before[n])}
+    assert moved and all(n.endswith("bias") for n in moved), sorted(moved)
+    bundle = tuned.save(tmp_path / "bitfit", grid=saved.grid, preprocess=saved.preprocess,
+                        provenance=make_provenance(command="pytest", seed=1))
+    again = load_bundle(tmp_path / "bitfit")
+    assert again.method == "bitfit" and again.sha256 == bundle.sha256
+    np.testing.assert_array_equal(predict(again, flux=flux[:50], ivar=np.ones_like(flux[:50])).values,
+                                  predict(bundle, flux=flux[:50], ivar=np.ones_like(flux[:50])).values)
+    help_text = " ".join(CliRunner().invoke(main, ["finetune", "--help"], terminal_width=200).output.split())
+    assert "[zero-shot|adapter|lora|full|bitfit]" in help_text and "bitfit: the biases only" in help_text
+    with pytest.raises(ConfigError, match="choose one of zero-shot, adapter, lora, full, bitfit"):
+        finetune_spec("bitfitt")

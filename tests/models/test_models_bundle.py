@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from catalog_tool.errors import BundleError, ConfigError
 from catalog_tool.models import bundle as bundle_mod
+from catalog_tool.models import manifest as manifest_mod
 from catalog_tool.models.bundle import load_bundle, make_provenance, save_bundle
 from catalog_tool.models.infer import predict
 from catalog_tool.train.finetune import finetune
@@ -98,7 +99,7 @@ def test_missing_files_and_unknown_names(tmp_path, copy_of):
 def test_bundled_models_are_found_by_name(saved, tmp_path, monkeypatch):
     root = tmp_path / "pkgdata"
     shutil.copytree(saved.path, root / "toy-v1")
-    monkeypatch.setattr(bundle_mod, "bundled_root", lambda: root)
+    monkeypatch.setattr(manifest_mod, "bundled_root", lambda: root)
     assert bundle_mod.bundled_names() == ["toy-v1"]
     assert load_bundle("toy-v1").sha256 == saved.sha256
 

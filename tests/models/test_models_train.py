@@ -35,6 +35,39 @@ def test_split_is_nine_to_one_and_seeded():
     assert not np.array_equal(tr, tr3)
 
 
+def test_grouped_split_keeps_every_group_on_one_side():
+    groups = np.repeat(np.arange(40), np.arange(40) % 4 + 1)  # groups of 1..4 rows
+    tr, va = split_indices(groups.size, val_fraction=0.1, seed=3, groups=groups)
+    assert np.array_equal(np.sort(np.concatenate([tr, va])), np.arange(groups.size))
+    assert not set(groups[tr]) & set(groups[va])
+    assert 1 <= len(set(groups[va])) <= 10  # about 10% of the 40 groups, not of the rows
+    again = split_indices(groups.size, val_fraction=0.1, seed=3, groups=groups)
+    assert np.array_equal(again[1], va)
+    # A group's side depends on its id and the seed only: the same stars are held out of any set.
+    big = np.repeat(np.arange(2000), 2)
+    _, va_big = split_indices(big.size, val_fraction=0.1, seed=3, groups=big)
+    assert abs(len(set(big[va_big])) / 2000 - 0.1) < 0.02
+    assert set(groups[va]) == set(big[va_big]) & set(groups)
+    sub = big[big % 3 == 0]
+    _, va_sub = split_indices(sub.size, val_fraction=0.1, seed=3, groups=sub)
+    assert set(sub[va_sub]) == set(big[va_big]) & set(sub)
+    with pytest.raises(ConfigError, match="at least 2 groups"):
+        split_indices(5, groups=np.zeros(5))
+    with pytest.raises(ConfigError, match="groups has shape"):
+        split_indices(5, groups=np.zeros(4))
+
+
+def test_huber_loss_is_squared_error_inside_and_linear_outside():
+    from catalog_tool.train.loop import _masked_loss
+
+    pred = torch.tensor([[0.5, 0.0], [4.0, 1.0]])
+    y = torch.tensor([[0.0, float("nan")], [0.0, 1.0]])
+    assert float(_masked_loss(pred, y)) == pytest.approx((0.25 + 16.0 + 0.0) / 3)
+    assert float(_masked_loss(pred, y, 1.0)) == pytest.approx((0.25 + (2 * 4.0 - 1.0) + 0.0) / 3)
+    with pytest.raises(ConfigError, match="huber_delta"):
+        TrainConfig(huber_delta=0.0)
+
+
 def test_label_scaling_and_domain_come_from_finite_values():
     y = np.array([[1.0, np.nan], [3.0, 10.0], [5.0, 30.0]])
     specs = label_specs(y, names=["FEH", "TEFF"])

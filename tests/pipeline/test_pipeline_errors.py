@@ -16,7 +16,8 @@ from catalog_tool.cli import EXIT_SOME_FILES_FAILED, main
 from catalog_tool.errors import InputFileError
 from catalog_tool.pipeline.partition import process_files
 from catalog_tool.vac.flags import FLAG_BITS
-from pipeline_helpers import LABELS, read_table
+from catalog_tool.vac.write import read_errors
+from pipeline_helpers import LABELS, read_table, run_annotate
 
 NOT_STAR = 1 << next(b.bit for b in FLAG_BITS if b.name == "NOT_STAR")
 
@@ -123,3 +124,105 @@ def test_device_hand_off_on_cpu_is_a_view_without_pinning():
     assert t.device.type == "cpu" and not t.is_pinned()
     a[1, 2] = -7.0
     assert t[1, 2].item() == -7.0  # shares memory: no copy on the CPU path
+
+
+# ---------------------------------------------------------------------------------------------
+# the invariant: each target of each file in the VAC once, or the file in ERRORS (issue 14)
+
+def test_merge_refuses_a_vac_that_lost_rows(tmp_path, desi_release, tiny_bundle, monkeypatch):
+    from catalog_tool.pipeline import partition
+    from catalog_tool.vac.write import LostRowsError
+
+    real = partition.finish_targets
+    victim = os.path.basename(sorted(pathlib.Path(desi_release.out).rglob("coadd-*.fits"))[1])
+
+    def lossy(prep, **kw):
+        rows = real(prep, **kw)
+        mine = np.char.strip(rows["SOURCE"].astype(str)) == victim
+        return rows[~mine | (np.cumsum(mine) > 1)]  # the file's first row vanishes
+
+    monkeypatch.setattr(partition, "finish_targets", lossy)
+    out = tmp_path / "vac.fits"
+    res = CliRunner().invoke(main, ["annotate", desi_release.out, "--out", str(out), "--model", tiny_bundle,
+                                    "--partition-size", "30", "--no-progress"])
+    assert res.exit_code == 1
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "refusing to write" in lines[0] and victim in lines[0], res.output
+    assert "rows," in lines[0] and "expected" in lines[0]
+    assert not out.exists()
+    with pytest.raises(LostRowsError):
+        run_annotate([desi_release.out], tmp_path / "v2.fits", tiny_bundle)
+
+
+def test_a_file_neither_annotated_nor_failed_is_refused(tmp_path, desi_release, tiny_bundle, monkeypatch):
+    from catalog_tool.pipeline import partition
+    from catalog_tool.vac.write import LostRowsError
+
+    real = partition._ledger
+    monkeypatch.setattr(partition, "_ledger", lambda *a: ({}, real(*a)[1]))  # a file that leaves no trace
+    with pytest.raises(LostRowsError, match="neither annotated nor listed as failed"):
+        run_annotate([desi_release.out], tmp_path / "vac.fits", tiny_bundle)
+    assert not (tmp_path / "vac.fits").exists()
+
+
+def test_an_unexpected_error_fails_that_file_only(tmp_path, desi_release, tiny_bundle, reference_vac, monkeypatch):
+    from catalog_tool.pipeline import partition
+
+    coadds = sorted(pathlib.Path(desi_release.out).rglob("coadd-*.fits"))
+    victim = str(coadds[0])
+    real = partition.prepare_targets
+
+    def crashing(batch, **kw):
+        if victim in set(np.asarray(batch.meta["SOURCE"]).astype(str)):
+            raise RuntimeError("boom\nsecond line")
+        return real(batch, **kw)
+
+    monkeypatch.setattr(partition, "prepare_targets", crashing)
+    out = tmp_path / "vac.fits"
+    res = CliRunner().invoke(main, ["annotate", desi_release.out, "--out", str(out), "--model", tiny_bundle,
+                                    "--partition-size", "30", "--no-progress"])
+    assert res.exit_code == EXIT_SOME_FILES_FAILED, res.output
+    errors = read_errors(out)
+    assert [f for f, _ in errors] == [victim]
+    reason = errors[0][1]
+    assert reason.startswith("could not be processed: RuntimeError: boom second line at ")
+    assert "stxcat bug" in reason and "\n" not in reason
+    vac, ref = read_table(out), read_table(reference_vac)
+    keep = np.char.strip(ref["SOURCE"].astype(str)) != coadds[0].name
+    assert np.array_equal(vac["TARGETID"], ref["TARGETID"][keep])
+    # --strict: the error itself, not a record of it
+    with pytest.raises(RuntimeError, match="boom"):
+        from catalog_tool.models.bundle import load_bundle
+
+        process_files([{"path": victim, "kind": "desi"}], bundle=load_bundle(tiny_bundle), device="cpu",
+                      batch_size=64, strict=True)
+
+
+def test_a_file_changed_since_the_plan_fails(desi_release, tiny_bundle):
+    from catalog_tool.models.bundle import load_bundle
+
+    path = str(sorted(pathlib.Path(desi_release.out).rglob("coadd-*.fits"))[0])
+    table, failures, counts = process_files([{"path": path, "kind": "desi", "nspec": 31}],
+                                            bundle=load_bundle(tiny_bundle), device="cpu", batch_size=64)
+    assert len(table) == 0 and counts["files"] == {}
+    assert failures == [(path, "changed since the run was planned (FIBERMAP has 30 rows, the plan 31): "
+                               "run again with --overwrite")]
+
+
+def test_reading_problems_reach_the_log_the_summary_and_the_vac(tmp_path, desi_release, tiny_bundle):
+    from catalog_tool.vac.flags import FLAG_BITS
+
+    no_redrock = next(b.value for b in FLAG_BITS if b.name == "NO_REDROCK")
+    rel = tmp_path / "rel"
+    shutil.copytree(desi_release.out, rel)
+    coadd = sorted(rel.rglob("coadd-*.fits"))[2]
+    (coadd.parent / coadd.name.replace("coadd-", "redrock-")).unlink()
+    summary = run_annotate([rel], tmp_path / "vac.fits", tiny_bundle)
+    assert summary.ok and len(summary.problems) == 1 and "no redrock file" in summary.problems[0]
+    log = (tmp_path / "vac.fits.work" / "stxcat.log").read_text()
+    assert "problem: " in log and coadd.name in log and "1 reading problems" in log
+    vac = read_table(tmp_path / "vac.fits")
+    mine = np.char.strip(vac["SOURCE"].astype(str)) == coadd.name
+    assert mine.any() and (~mine).any()
+    assert np.all(vac["FLAGS"][mine] & no_redrock) and not np.any(vac["FLAGS"][~mine] & no_redrock)
+    assert np.all(np.isnan(vac["Z"][mine]))

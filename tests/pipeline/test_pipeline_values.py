@@ -27,12 +27,13 @@ from catalog_tool.vac import flags as fl
 from pipeline_helpers import read_table, run_annotate
 
 
-def _expected(batch, bundle, thresholds=fl.FlagThresholds()) -> dict:
-    """VAC values of the targets of ``batch``, computed with the library functions alone."""
+def _expected(batch, bundle, *, kind, thresholds=fl.DEFAULT_THRESHOLDS) -> dict:
+    """VAC values of the targets of ``batch`` (read by the ``kind`` reader), computed with the
+    library functions alone."""
     batch = batch.take(np.flatnonzero(is_target(batch.meta)))
     meta, n = batch.meta, len(batch)
     names = bundle.label_names
-    star = is_star(meta)
+    star = is_star(meta, kind=kind)
     values = np.full((n, len(names)), np.nan, np.float32)
     errors, ens = values.copy(), values.copy()
     snr = np.full(n, np.nan, np.float32)
@@ -50,10 +51,16 @@ def _expected(batch, bundle, thresholds=fl.FlagThresholds()) -> dict:
     lamost_rows = np.char.strip(np.asarray(meta["SURVEY"]).astype(str)) == "lamost"
     zwarn = np.where(lamost_rows, -1, meta.get("ZWARN", np.full(n, -1)))
     fibst = np.where(lamost_rows, -1, meta.get("COADD_FIBERSTATUS", np.full(n, -1)))
+    ra, dec = np.asarray(meta["TARGET_RA"]), np.asarray(meta["TARGET_DEC"])
+    _, inv, cnt = np.unique(np.asarray(meta["TARGETID"]), return_inverse=True, return_counts=True)
     flags = fl.compute_flags(
         is_star=star, snr=snr, bad_frac=bad_frac, covered=covered, cont_ok=cont_ok,
         pred_in_domain=fl.in_domain(values=values, lo=lo, hi=hi), ensemble_std=ens, label_names=names,
-        estimated=np.isfinite(values).all(axis=1), zwarn=zwarn, fiberstatus=fibst, thresholds=thresholds)
+        estimated=np.isfinite(values).all(axis=1), zwarn=zwarn, fiberstatus=fibst,
+        redrock_found=meta.get("REDROCK_FOUND"),  # DESI only: the reader's join
+        coords_ok=np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90),
+        unique_id=cnt[inv.reshape(-1)] == 1 if "REDROCK_FOUND" in meta else None,  # one batch = one DESI file
+        thresholds=thresholds)
     out = {"SOURCE": [os.path.basename(s) for s in meta["SOURCE"]], "SOURCE_ROW": meta["ROW"],
            "TARGETID": meta["TARGETID"], "SNR": snr, "FLAGS": flags, "BAD_FRAC": bad_frac,
            "TARGET_RA": meta["TARGET_RA"], "TARGET_DEC": meta["TARGET_DEC"], "HEALPIX": meta["HEALPIX"]}
@@ -98,7 +105,7 @@ def test_desi_vac_values_equal_preprocess_and_predict_outside_the_pipeline(refer
     bundle = load_bundle(tiny_bundle)
     coadds = sorted(glob.glob(os.path.join(desi_release.out, "healpix", "**", "coadd-*.fits"), recursive=True))
     # every arm read here: the pipeline reads only those the model needs, which must not matter
-    expected = [_expected(desi.read_coadd(p), bundle) for p in coadds]
+    expected = [_expected(desi.read_coadd(p), bundle, kind="desi") for p in coadds]
     vac = read_table(reference_vac)
     estimated = _compare(vac, expected, bundle.label_names)
     assert 0 < estimated < len(vac)
@@ -116,7 +123,7 @@ def test_lamost_vac_values_equal_preprocess_and_predict_outside_the_pipeline(tmp
     batch, failed = lamost.read_lamost_files(files)
     assert not failed
     vac = read_table(tmp_path / "lam.fits")
-    assert 0 < _compare(vac, [_expected(batch, bundle)], bundle.label_names) < len(vac)
+    assert 0 < _compare(vac, [_expected(batch, bundle, kind="lamost")], bundle.label_names) < len(vac)
 
 
 def test_flags_use_the_thresholds_recorded_in_the_plan(tmp_path, monkeypatch, desi_release, tiny_bundle):
@@ -141,31 +148,69 @@ def test_flags_use_the_thresholds_recorded_in_the_plan(tmp_path, monkeypatch, de
     bundle = load_bundle(tiny_bundle)
     coadds = sorted(glob.glob(os.path.join(desi_release.out, "healpix", "**", "coadd-*.fits"), recursive=True))
     vac = read_table(out)
-    _compare(vac, [_expected(desi.read_coadd(p), bundle, strict) for p in coadds], bundle.label_names)
+    _compare(vac, [_expected(desi.read_coadd(p), bundle, kind="desi", thresholds=strict) for p in coadds],
+             bundle.label_names)
     bits = {f.name: f.value for f in fl.FLAG_BITS}
     assert np.any(vac["FLAGS"] & bits["ENSEMBLE_DISAGREE"])  # the strict limits bite
     for ext in (0, "STELLAR_PARAMS"):
         assert json.loads(fitsio.read_header(out, ext=ext)["FLAGTHR"]) == strict.to_dict()
 
 
+
+def test_rest_frame_model_reads_what_high_velocity_stars_need(tmp_path, desi_release, tiny_bundle):
+    """A rest-frame model (with resolution matching): stars at +-2700 km/s shift preprocessing's
+    range into the R arm. The pipeline reads the arms preprocessing asks for, so its values equal
+    the library's on the whole spectrum; the B arm alone (its choice before) gives other values."""
+    import json
+    import shutil
+
+    from astropy.io import fits as afits
+
+    model = tmp_path / "rest"
+    shutil.copytree(tiny_bundle, model)
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["preprocess"].update(rest_frame=True, lsf_match_R=1800.0)
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    coadd = sorted(glob.glob(os.path.join(desi_release.out, "healpix", "**", "coadd-*.fits"), recursive=True))[0]
+    rel = tmp_path / "rel"
+    rel.mkdir()
+    for src in (coadd, desi.find_redrock(coadd)):
+        shutil.copy(src, rel / os.path.basename(src))
+    with afits.open(rel / os.path.basename(desi.find_redrock(coadd)), mode="update") as hdul:
+        z = hdul["REDSHIFTS"].data["Z"]
+        z[:] = np.where(np.arange(len(z)) % 2 == 0, 0.009, -0.009)
+    run_annotate([rel], tmp_path / "vac.fits", os.fspath(model), partition_size=1000)
+    bundle = load_bundle(model)
+    vac = read_table(tmp_path / "vac.fits")
+    path = os.fspath(rel / os.path.basename(coadd))
+    assert _compare(vac, [_expected(desi.read_coadd(path), bundle, kind="desi")], bundle.label_names) > 0
+    with pytest.raises(AssertionError):  # the test has teeth: reading the B arm alone would fail it
+        _compare(vac, [_expected(desi.read_coadd(path, arms=("B",)), bundle, kind="desi")], bundle.label_names)
+
+
 #: The published bits of FLAGS. Written out by hand on purpose: a bit renumbered, renamed, moved in
 #: or out of FLAG_BAD, or dropped must fail here, and be a deliberate data-model change.
+#: Bits 0-11 as first published; 12-14 added with issue 14/16 (NO_REDROCK, BAD_COORDS, DUPLICATE_ID);
+#: INPUT_OUT_OF_DOMAIN (5) and READ_FAILED (10) retired then: never set, numbers kept.
 GOLDEN_FLAGS = {
     "NOT_STAR": 0, "LOW_SNR": 1, "BAD_PIXELS": 2, "NOT_COVERED": 3, "CONT_FAIL": 4,
     "INPUT_OUT_OF_DOMAIN": 5, "PRED_OUT_OF_DOMAIN": 6, "ENSEMBLE_DISAGREE": 7, "ZWARN": 8,
-    "BAD_FIBERSTATUS": 9, "READ_FAILED": 10, "NOT_ESTIMATED": 11,
+    "BAD_FIBERSTATUS": 9, "READ_FAILED": 10, "NOT_ESTIMATED": 11, "NO_REDROCK": 12, "BAD_COORDS": 13,
+    "DUPLICATE_ID": 14,
 }
 GOLDEN_BAD = {"NOT_STAR", "BAD_PIXELS", "NOT_COVERED", "CONT_FAIL", "PRED_OUT_OF_DOMAIN", "ENSEMBLE_DISAGREE",
-              "BAD_FIBERSTATUS", "READ_FAILED", "NOT_ESTIMATED"}
+              "BAD_FIBERSTATUS", "READ_FAILED", "NOT_ESTIMATED", "DUPLICATE_ID"}
+GOLDEN_RETIRED = {"INPUT_OUT_OF_DOMAIN", "READ_FAILED"}
 
 
 def test_golden_flag_mapping():
     assert {f.name: f.bit for f in fl.FLAG_BITS} == GOLDEN_FLAGS
     assert {f.name for f in fl.FLAG_BITS if f.bad} == GOLDEN_BAD
-    assert fl.BAD_MASK == sum(1 << GOLDEN_FLAGS[n] for n in GOLDEN_BAD) == 3805
+    assert {f.name for f in fl.FLAG_BITS if f.retired} == GOLDEN_RETIRED
+    assert fl.BAD_MASK == sum(1 << GOLDEN_FLAGS[n] for n in GOLDEN_BAD) == 3805 + (1 << 14) == 20189
     cards = {c["name"]: c["value"] for c in fl.header_cards()}
     assert {v: int(k[5:]) for k, v in cards.items() if k.startswith("FLAGB")} == GOLDEN_FLAGS
-    assert cards["BADMASK"] == 3805
+    assert cards["BADMASK"] == 20189
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_FLAGS))

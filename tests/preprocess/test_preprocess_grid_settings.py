@@ -87,10 +87,20 @@ def test_resample_per_row_grids_match_shared():
     np.testing.assert_allclose(shared.ivar, per_row.ivar, rtol=1e-6)
 
 
-def test_desi_arms_needed():
-    from catalog_tool.preprocess import desi_arms_needed
-    assert desi_arms_needed(grid=ModelGrid(), settings=PreprocessSettings()) == ("B",)
-    assert desi_arms_needed(grid=ModelGrid(), settings=PreprocessSettings(
-        fit_all_segments=True)) == ("B", "R", "Z")
+def test_needed_observed_range_decides_the_desi_arms_read():
+    from catalog_tool.io.desi import arms_covering
+    from catalog_tool.preprocess import needed_observed_range
+
+    def arms(grid=ModelGrid(), **kw):
+        return arms_covering(*needed_observed_range(grid=grid, settings=PreprocessSettings(**kw)))
+
+    # the paper's grid and blue segment (3700-5700 A) plus 30 A margins: the B arm alone
+    assert needed_observed_range(grid=ModelGrid(), settings=PreprocessSettings()) == (3670.0, 5730.0)
+    assert arms() == ("B",)
+    # in the rest frame a star at z = +0.01 needs up to 5700 x 1.01 + 30 = 5787 A: into the R arm
+    assert needed_observed_range(grid=ModelGrid(), settings=PreprocessSettings(rest_frame=True)) == (
+        pytest.approx(3633.0), pytest.approx(5787.0))
+    assert arms(rest_frame=True) == ("B", "R")
+    assert arms(fit_all_segments=True) == ("B", "R", "Z")
     red = ModelGrid(loglam0=3.80, npix=1000)  # 6310-7940 A: the red segment, arms R and Z
-    assert desi_arms_needed(grid=red, settings=PreprocessSettings()) == ("R", "Z")
+    assert arms(grid=red) == ("R", "Z")

@@ -95,6 +95,37 @@ def test_bad_spectra_are_flagged_not_raised(rng):
     assert (out.ivar[1:3] == 0).all()
 
 
+def test_absurd_values_are_flagged_without_a_numpy_warning(rng):
+    """Huge, infinite, NaN and negative inputs: flagged rows, finite outputs, and no RuntimeWarning
+    (the arithmetic that overflows on them runs under np.errstate; nothing is silenced globally)."""
+    import warnings
+
+    n = 7
+    flux = _spectrum(rng, n).astype(np.float32)
+    ivar = np.ones(flux.shape, np.float32)
+    with np.errstate(over="ignore"):
+        flux[1] *= np.float32(1e37)  # overflows in the continuum fit and in ivar * cont**2
+    flux[2] *= np.float32(1e20)      # fits, but the normalised ivar overflows
+    flux[3, ::3] = np.inf
+    ivar[4] = np.inf
+    ivar[5] = -1.0
+    flux[6] = np.float32(3e38)
+    batch = batch_from({"B": (DESI_B, flux, ivar)}, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = preprocess_batch(batch, grid=GRID, settings=PreprocessSettings())
+    d = out.diagnostics
+    np.testing.assert_array_equal(d["PREPROC_OK"], [True, False, False, True, False, False, False])
+    assert not d["CONT_OK"][[1, 2, 6]].any()
+    assert np.isfinite(out.flux).all() and np.isfinite(out.ivar).all()
+    assert (out.ivar[~d["PREPROC_OK"] & ~d["CONT_OK"]] == 0).all()
+    old = np.seterr(all="raise")     # and no operation outside an errstate even tries to warn
+    try:
+        preprocess_batch(batch, grid=GRID, settings=PreprocessSettings())
+    finally:
+        np.seterr(**old)
+
+
 def test_no_coverage_is_flagged(rng):
     # LAMOST-like rows with their own grids: one normal, one starting at 5000 A, one padded
     n = 3
