@@ -62,6 +62,7 @@ def main() -> None:
 
     import catalog_tool
     from catalog_tool.io import desi
+    from catalog_tool.preprocess.chain import needed_observed_range
     from catalog_tool.models.bundle import load_bundle
     from catalog_tool.models.folded import fold_members, noise_variance
     from catalog_tool.models.infer import predict, resolve_device
@@ -75,7 +76,7 @@ def main() -> None:
     files = sorted(pathlib.Path(a.release).rglob("coadd-*.fits"))[: a.max_files]
     bundle = load_bundle(a.bundle)
     grid, settings = pm._bundle_inputs(bundle)
-    arms = pm._arms_for(bundle)
+    arms = desi.arms_covering(*needed_observed_range(grid=grid, settings=settings))
     dev = resolve_device(a.device)
     members = [m.to(dev).eval() for m in bundle.members]
     fast = fold_members(members, dev) or members
@@ -120,10 +121,10 @@ def main() -> None:
                     chunk = targets.take(slice(start, start + pm.CHUNK_ROWS))
                 except (TypeError, ValueError, IndexError):
                     chunk = targets.take(np.arange(start, min(start + pm.CHUNK_ROWS, len(targets))))
-                chunk.take(np.flatnonzero(is_star(chunk.meta)))  # what prepare_targets selects
+                chunk.take(np.flatnonzero(is_star(chunk.meta, kind="desi")))  # what prepare_targets selects
                 t_sel = clock() - t0
                 t0 = clock()
-                prep = pm.prepare_targets(chunk, grid=grid, settings=settings)
+                prep = pm.prepare_targets(chunk, kind="desi", grid=grid, settings=settings)
                 t["select"] += t_sel
                 t["preprocess"] += max(clock() - t0 - t_sel, 0.0)
                 n_targets += len(chunk)

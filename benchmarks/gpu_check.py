@@ -92,14 +92,17 @@ def agreement(rel: pathlib.Path, bundle_name: str, n_max: int) -> bool | None:
     from catalog_tool.models.bundle import load_bundle
     from catalog_tool.models.infer import predict
     from catalog_tool.pipeline import partition as pm
+    from catalog_tool.preprocess.chain import needed_observed_range
     from catalog_tool.select import is_target
 
     bundle = load_bundle(bundle_name)
     grid, settings = pm._bundle_inputs(bundle)
+    arms = desi.arms_covering(*needed_observed_range(grid=grid, settings=settings))
     flux, ivar = [], []
     for path in sorted(rel.rglob("coadd-*.fits")):
-        batch = desi.read_coadd(path, arms=pm._arms_for(bundle))
-        prep = pm.prepare_targets(batch.take(np.flatnonzero(is_target(batch.meta))), grid=grid, settings=settings)
+        batch = desi.read_coadd(path, arms=arms)
+        prep = pm.prepare_targets(batch.take(np.flatnonzero(is_target(batch.meta))), kind="desi", grid=grid,
+                                  settings=settings)
         flux.append(prep.flux)
         ivar.append(prep.ivar)
         if sum(len(f) for f in flux) >= n_max:

@@ -14,7 +14,7 @@ from catalog_tool.sim.lamost import CATALOG_NAME
 from catalog_tool.vac.flags import FLAG_BITS
 from pipeline_helpers import LABELS, read_table, run_annotate, stxcat
 
-READ_FAILED = next(f.value for f in FLAG_BITS if f.name == "READ_FAILED")
+FILE_MISSING = next(f.value for f in FLAG_BITS if f.name == "FILE_MISSING")
 
 
 @pytest.fixture
@@ -42,15 +42,12 @@ def test_every_catalogue_row_reaches_the_vac(tmp_path, tree, tiny_bundle):
     missing = source == os.path.basename(gone).removesuffix(".gz")
     assert missing.sum() == 1
     row = vac[missing][0]
-    assert row["FLAGS"] == READ_FAILED and row["FLAG_BAD"]
+    assert row["FLAGS"] == FILE_MISSING and row["FLAG_BAD"]
     assert all(np.isnan(row[name]) and np.isnan(row[f"{name}_ERR"]) for name in LABELS)
     assert row["TARGETID"] == catalog["obsid"][0]
     assert (row["TARGET_RA"], row["TARGET_DEC"]) == (catalog["ra"][0], catalog["dec"][0])
-    # the missing file is in ERRORS (exit status 3 on the command line), the extra one is listed
-    errors = fitsio.read(tmp_path / "cat.fits", ext="ERRORS")
-    assert [os.path.basename(e.strip()) for e in errors["FILE"].astype(str)] == [source[missing][0]]
-    assert "not found under the inputs" in errors["REASON"][0]
-    assert [tuple(e)[0] for e in summary.failed_files] == [source[missing][0]]
+    # a row, not a failed file: nothing in ERRORS; the extra file is listed, not read
+    assert not summary.failed_files and summary.missing == 1
     assert summary.unlisted == [os.fspath(extra)]
     assert os.path.basename(extra) not in set(source)
     log = (tmp_path / "cat.fits.work" / "stxcat.log").read_text()
@@ -80,9 +77,10 @@ def test_plan_and_annotate_command_lines(tmp_path, tree, tiny_bundle):
 
     out = tmp_path / "vac.fits"
     res = stxcat("annotate", root, "--catalog", cat, "--out", out, "--model", tiny_bundle, "--no-progress")
-    assert res.returncode == 3, res.stderr
-    assert "not in the catalogue and were not read" in res.stderr
-    assert "not found under the inputs" in res.stderr
+    assert res.returncode == 0, res.stderr
+    assert "1 file(s) under the inputs are not in the catalogue and were not read" in res.stderr
+    assert "1 catalogue row(s) name files that are not under the inputs" in res.stderr
+    assert "FILE_MISSING 1" in res.stdout
     res = stxcat("annotate", root, "--catalog", tmp_path / "nope.fits", "--out", out, "--model", tiny_bundle)
     assert res.returncode != 0 and "is not a file" in res.stderr
 

@@ -191,15 +191,16 @@ def test_rest_frame_model_reads_what_high_velocity_stars_need(tmp_path, desi_rel
 #: The published bits of FLAGS. Written out by hand on purpose: a bit renumbered, renamed, moved in
 #: or out of FLAG_BAD, or dropped must fail here, and be a deliberate data-model change.
 #: Bits 0-11 as first published; 12-14 added with issue 14/16 (NO_REDROCK, BAD_COORDS, DUPLICATE_ID);
-#: INPUT_OUT_OF_DOMAIN (5) and READ_FAILED (10) retired then: never set, numbers kept.
+#: INPUT_OUT_OF_DOMAIN (5) and READ_FAILED (10) retired then: never set, numbers kept. 15 added with
+#: issue 12 (FILE_MISSING: a --catalog row without its file).
 GOLDEN_FLAGS = {
     "NOT_STAR": 0, "LOW_SNR": 1, "BAD_PIXELS": 2, "NOT_COVERED": 3, "CONT_FAIL": 4,
     "INPUT_OUT_OF_DOMAIN": 5, "PRED_OUT_OF_DOMAIN": 6, "ENSEMBLE_DISAGREE": 7, "ZWARN": 8,
     "BAD_FIBERSTATUS": 9, "READ_FAILED": 10, "NOT_ESTIMATED": 11, "NO_REDROCK": 12, "BAD_COORDS": 13,
-    "DUPLICATE_ID": 14,
+    "DUPLICATE_ID": 14, "FILE_MISSING": 15,
 }
 GOLDEN_BAD = {"NOT_STAR", "BAD_PIXELS", "NOT_COVERED", "CONT_FAIL", "PRED_OUT_OF_DOMAIN", "ENSEMBLE_DISAGREE",
-              "BAD_FIBERSTATUS", "READ_FAILED", "NOT_ESTIMATED", "DUPLICATE_ID"}
+              "BAD_FIBERSTATUS", "READ_FAILED", "NOT_ESTIMATED", "DUPLICATE_ID", "FILE_MISSING"}
 GOLDEN_RETIRED = {"INPUT_OUT_OF_DOMAIN", "READ_FAILED"}
 
 
@@ -207,10 +208,10 @@ def test_golden_flag_mapping():
     assert {f.name: f.bit for f in fl.FLAG_BITS} == GOLDEN_FLAGS
     assert {f.name for f in fl.FLAG_BITS if f.bad} == GOLDEN_BAD
     assert {f.name for f in fl.FLAG_BITS if f.retired} == GOLDEN_RETIRED
-    assert fl.BAD_MASK == sum(1 << GOLDEN_FLAGS[n] for n in GOLDEN_BAD) == 3805 + (1 << 14) == 20189
+    assert fl.BAD_MASK == sum(1 << GOLDEN_FLAGS[n] for n in GOLDEN_BAD) == 3805 + (1 << 14) + (1 << 15) == 52957
     cards = {c["name"]: c["value"] for c in fl.header_cards()}
     assert {v: int(k[5:]) for k, v in cards.items() if k.startswith("FLAGB")} == GOLDEN_FLAGS
-    assert cards["BADMASK"] == 20189
+    assert cards["BADMASK"] == 52957
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_FLAGS))

@@ -21,7 +21,7 @@ def test_bits_are_unique_and_cover_the_brief():
     # warnings, not bad: the values are there
     for name in ("LOW_SNR", "ZWARN", "NO_REDROCK", "BAD_COORDS"):
         assert not fl.BAD_MASK & B[name]
-    for name in ("NOT_STAR", "CONT_FAIL", "PRED_OUT_OF_DOMAIN", "BAD_FIBERSTATUS", "DUPLICATE_ID"):
+    for name in ("NOT_STAR", "CONT_FAIL", "PRED_OUT_OF_DOMAIN", "BAD_FIBERSTATUS", "DUPLICATE_ID", "FILE_MISSING"):
         assert fl.BAD_MASK & B[name]
     # retired bits keep their numbers (and READ_FAILED its place in BADMASK) but are never set
     assert {f.name for f in fl.FLAG_BITS if f.retired} == {"INPUT_OUT_OF_DOMAIN", "READ_FAILED"}
@@ -172,3 +172,13 @@ def test_the_default_thresholds_are_built_in_one_place():
     assert inspect.signature(fl.compute_flags).parameters["thresholds"].default is fl.DEFAULT_THRESHOLDS
     assert Provenance("m", "sha", "cmd", "in").thresholds is fl.DEFAULT_THRESHOLDS
     assert fl.DEFAULT_THRESHOLDS == fl.FlagThresholds.from_dict(fl.DEFAULT_THRESHOLDS.to_dict())
+
+
+def test_a_catalogue_row_without_its_file():
+    """FILE_MISSING instead of NOT_STAR and no quality bit; row bits (coordinates) still set."""
+    n = 4
+    found = np.array([True, False, False, True])
+    flags = fl.compute_flags(is_star=np.array([True, False, True, False]), file_found=found,
+                             snr=np.full(n, 1.0), coords_ok=np.array([True, True, False, True]))
+    assert flags.tolist() == [B["LOW_SNR"], B["FILE_MISSING"], B["FILE_MISSING"] | B["BAD_COORDS"], B["NOT_STAR"]]
+    assert fl.flag_bad(flags).tolist() == [False, True, True, True]
