@@ -22,8 +22,9 @@ What comes out:
 * every catalogue row whose file is found: an ordinary LAMOST :class:`FileEntry` (its HEALPix
   pixel from the catalogue's position; ``nbytes`` 0: files are not ``stat``-ed);
 * every catalogue row whose file is missing: a :class:`MissingEntry`, planned into its pixel's
-  partition like the others; the pipeline writes it as a flagged VAC row (``READ_FAILED``) and lists
-  the file in ``ERRORS``. Catalogue rows are what is planned: each reaches the VAC;
+  partition like the others; the pipeline writes it as a VAC row flagged ``FILE_MISSING`` (the
+  catalogue's OBSID and position, no estimate). Catalogue rows are what is planned: each reaches
+  the VAC;
 * files found under the inputs that no catalogue row names: listed in ``unlisted`` (and in the
   plan, the log and the run summary), **not read**. The catalogue defines the input, so a subset
   catalogue (e.g. the A, F, G and K star catalogue, which has the same identifying columns) selects
@@ -45,7 +46,8 @@ import fitsio
 import numpy as np
 
 from catalog_tool.errors import ConfigError
-from catalog_tool.io.release import FITS_SUFFIXES, FileEntry, ReleaseIndex, radec_to_healpix
+from catalog_tool.io.entry import FileEntry, radec_to_healpix
+from catalog_tool.io.release import FITS_SUFFIXES, ReleaseIndex
 
 __all__ = ["MissingEntry", "CatalogIndex", "discover_with_catalog", "read_catalog", "archive_name",
            "MISSING_REASON", "ROWS_PER_READ"]
@@ -102,7 +104,7 @@ class CatalogIndex(ReleaseIndex):
                f"{len(self.missing)} missing"]
         if self.missing:
             out.append(f"  {len(self.missing)} catalogue rows name files not under the inputs: they get flagged "
-                       f"rows (READ_FAILED) and ERRORS entries, e.g. {self.missing[0].path}")
+                       f"rows (FILE_MISSING), e.g. {self.missing[0].path}")
         if self.unlisted:
             shown = ", ".join(self.unlisted[:3]) + (", ..." if len(self.unlisted) > 3 else "")
             out.append(f"  {len(self.unlisted)} files under the inputs are not in the catalogue and are "

@@ -106,6 +106,9 @@ FLAG_BITS: tuple[FlagBit, ...] = (
     FlagBit(14, "DUPLICATE_ID", True, "TARGETID repeated within its file",
             "the TARGETID is on more than one target row of the same input file (a damaged "
             "FIBERMAP): which spectrum is the target's cannot be told"),
+    FlagBit(15, "FILE_MISSING", True, "catalogue row without its file",
+            "a row of the LAMOST catalogue given with `--catalog` whose spectrum file is not under the "
+            "inputs: OBSID and position from the catalogue, no spectrum, no estimate"),
 )
 
 _BY_NAME = {f.name: f for f in FLAG_BITS}
@@ -218,6 +221,7 @@ def compute_flags(
     redrock_found=None,
     coords_ok=None,
     unique_id=None,
+    file_found=None,
     thresholds: FlagThresholds = DEFAULT_THRESHOLDS,
 ) -> np.ndarray:
     """Compose the ``FLAGS`` bitmask of N rows from their diagnostics.
@@ -260,6 +264,9 @@ def compute_flags(
         False where TARGET_RA/TARGET_DEC are not valid; sets ``BAD_COORDS``.
     unique_id : array of bool, optional
         False where the TARGETID is on another target row of the same file; sets ``DUPLICATE_ID``.
+    file_found : array of bool, optional
+        False for a catalogue row whose file is missing: sets ``FILE_MISSING`` instead of
+        ``NOT_STAR`` and no quality bit (nothing was processed); row bits still apply.
     thresholds : FlagThresholds
 
     Returns
@@ -269,8 +276,10 @@ def compute_flags(
     is_star = np.asarray(is_star, dtype=bool)
     n = is_star.shape[0]
     flags = np.zeros(n, dtype=np.int64)
-    processed = is_star
-    flags |= np.where(~is_star, _bit("NOT_STAR"), 0)
+    found = _column(file_found, n, bool, True)
+    processed = is_star & found
+    flags |= np.where(~is_star & found, _bit("NOT_STAR"), 0)
+    flags |= np.where(~found, _bit("FILE_MISSING"), 0)
 
     def set_where(cond, name):
         nonlocal flags
