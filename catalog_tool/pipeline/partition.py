@@ -354,7 +354,10 @@ def process_files(files: list[dict], *, bundle, device: str, batch_size: int, th
     # preprocessing alone says which wavelengths it reads; the readers read only what covers them
     wave_range = needed_observed_range(grid=grid, settings=settings)
     missing = [f for f in files if f.get("missing")]
-    groups = group_entries([f for f in files if not f.get("missing")])
+    # a reader that reads many files into one batch (LAMOST: one spectrum a file) gets them
+    # CHUNK_ROWS at a time, so that a partition of 20,000 LAMOST files is never in memory at once
+    groups = [(r, paths[i:i + CHUNK_ROWS]) for r, paths in group_entries([f for f in files if not f.get("missing")])
+              for i in range(0, len(paths), CHUNK_ROWS)]
     planned = {os.fspath(f["path"]): f.get("nspec") for f in files}
     rows_of: dict[int, list] = {}
     ledger_of: dict[int, dict] = {}

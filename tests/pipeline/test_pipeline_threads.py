@@ -49,3 +49,28 @@ def test_threads_setting(tmp_path):
     assert build_config(inputs=("x",), out=str(tmp_path / "v.fits"), threads=3).resolved_threads == 3
     with pytest.raises(ConfigError, match="threads must be a non-negative integer"):
         build_config(inputs=("x",), out=str(tmp_path / "v.fits"), threads=-1)
+
+
+def test_lamost_files_are_read_a_chunk_at_a_time(monkeypatch, lamost_release, tiny_bundle):
+    """A partition's LAMOST files are read CHUNK_ROWS files at a time (bounded memory), all of them."""
+    import glob
+
+    from catalog_tool.models.bundle import load_bundle
+    from catalog_tool.pipeline import partition as pm
+
+    files = [{"path": p, "kind": "lamost", "nspec": 1}
+             for p in sorted(glob.glob(f"{lamost_release.out}/spectra/*/*.fits*"))]
+    bundle = load_bundle(tiny_bundle)
+    read = []
+    real = pm._producer
+
+    def spy(groups, *args):
+        read.extend(len(paths) for _, paths in groups)
+        return real(groups, *args)
+
+    monkeypatch.setattr(pm, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(pm, "_producer", spy)
+    table, failures, counts = pm.process_files(files, bundle=bundle, device="cpu", batch_size=64, threads=2)
+    assert read == [3, 3, 2] and not failures
+    assert sorted(counts["files"]) == sorted(f["path"] for f in files)
+    assert len(table) == len(files) and len(set(table["TARGETID"].tolist())) == len(files)
