@@ -88,8 +88,9 @@ def release(folder: pathlib.Path, n: int, per_pixel: int) -> pathlib.Path:
     return out
 
 
-def run_cli(args: list[str], src: str | None = None) -> tuple[float, float, int, str]:
-    """Run ``stxcat`` in a child: (wall s, run s as the command reports it, peak RSS bytes, stdout).
+def run_cli(args: list[str], src: str | None = None) -> tuple[float, float, int, str, float]:
+    """Run ``stxcat`` in a child: (wall s, run s as the command reports it, peak RSS bytes, stdout,
+    CPU s of the child: user + system, all its threads).
 
     ``src``: a source tree to run instead of the installed package (put first on PYTHONPATH).
     """
@@ -109,7 +110,7 @@ def run_cli(args: list[str], src: str | None = None) -> tuple[float, float, int,
     if proc.returncode not in (0, 3):
         raise SystemExit(f"stxcat failed ({proc.returncode}): {err.strip()[-2000:]}")
     m = re.search(r"in ([0-9.]+) s on", stdout)
-    return wall, float(m.group(1)) if m else wall, usage.ru_maxrss * 1024, stdout
+    return wall, float(m.group(1)) if m else wall, usage.ru_maxrss * 1024, stdout, usage.ru_utime + usage.ru_stime
 
 
 def floor_read(rel: pathlib.Path, arms: tuple[str, ...]) -> tuple[float, int]:
@@ -194,7 +195,7 @@ def main() -> None:
                 load0 = os.getloadavg()[0]
                 with tempfile.TemporaryDirectory() as tmp:
                     out = os.path.join(tmp, "vac.fits")
-                    wall, run_s, rss, stdout = run_cli([
+                    wall, run_s, rss, stdout, cpu = run_cli([
                         "annotate", os.fspath(rel), "--out", out, "--model", bundle_path, "--no-progress",
                         "--batch-size", str(a.batch_size), "--workers", str(a.workers), "--device", a.device,
                         "--scheduler", a.scheduler, "--partition-size", str(a.partition_size), *extra], src=src)
@@ -213,19 +214,20 @@ def main() -> None:
                 torch.set_num_threads(1)
                 t_fwd = min(t_fwd)
                 rows.append((label, nread, nrows, stars, wall, run_s, nread / run_s, stars / run_s, t_read, t_fwd,
-                             nread / (t_read + t_fwd), rss / 2**20, load0, load1))
+                             nread / (t_read + t_fwd), rss / 2**20, load0, load1, cpu))
                 print("# " + " ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in rows[-1]), flush=True)
 
-    head = ("code", "fibres", "VAC rows", "stars", "wall s", "run s", "spec/s", "stars/s", "floor read s",
+    head = ("code", "fibres", "VAC rows", "stars", "wall s", "run s", "CPU s", "spec/s", "stars/s", "floor read s",
             "floor fwd s", "floor spec/s", "of floor", "peak RSS MB", "load before/after")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1f} | {r[5]:.1f} | {r[6]:.0f} | {r[7]:.0f} | {r[8]:.2f} | "
-              f"{r[9]:.2f} | {r[10]:.0f} | {r[6] / r[10]:.2f} | {r[11]:.0f} | {r[12]:.1f} / {r[13]:.1f} |")
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1f} | {r[5]:.1f} | {r[14]:.1f} | {r[6]:.0f} | {r[7]:.0f} | "
+              f"{r[8]:.2f} | {r[9]:.2f} | {r[10]:.0f} | {r[6] / r[10]:.2f} | {r[11]:.0f} | {r[12]:.1f} / {r[13]:.1f} |")
     print("# run s: from the start of the annotate function to the VAC written (the command's own figure, "
-          "without Python start-up); wall s includes start-up. spec/s counts every fibre read; 'of floor' is "
-          "spec/s over floor spec/s, the floor measured right after the run.")
+          "without Python start-up); wall s includes start-up; CPU s: user + system time of the whole child (all "
+          "threads, start-up included): what the run costs whatever the load. spec/s counts every fibre read; "
+          "'of floor' is spec/s over floor spec/s, the floor measured right after the run.")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ part write, merge
     ``vac.write.write_vac`` of each partition's rows (partitions of ``--partition-size`` fibres in
     file order) and ``vac.write.merge_parts`` of them.
 
+On the CPU the figures are the process's CPU seconds (``time.process_time``; everything runs on
+one thread), so other jobs on a shared machine change them little; on CUDA they are wall seconds.
 The sum is the work of one thread; ``stxcat annotate`` spreads it over ``--threads`` worker threads
 (and a reader thread) per partition, so its wall time can be shorter than the sum. The same
 script runs an older source tree for a before/after table (``PYTHONPATH=OLD_SRC python
@@ -89,8 +91,12 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="stxcat-stages-")
 
     def clock():
-        sync()
-        return time.perf_counter()
+        # CPU: the process's CPU time (one thread runs), which other jobs on the machine barely
+        # change; CUDA: wall time after a synchronise (the GPU's time is not the process's)
+        if dev.type == "cuda":
+            sync()
+            return time.perf_counter()
+        return time.process_time()
 
     def flush_part():
         if not tables:
