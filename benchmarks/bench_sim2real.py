@@ -19,7 +19,8 @@ Configurations:
 * ``emulator+rand``: emulated stars only, with randomisation
 * ``real-only``: MILES training stars only, with randomisation
 * ``no-rand``: real + emulated stars, no randomisation
-* ``full``: real + emulated stars with randomisation (the shipped recipe)
+* ``full``: real (MILES and STELIB) + emulated stars with randomisation (the shipped recipe)
+* ``-stelib``: ``full`` without the STELIB renderings
 * ``-lsf``, ``-calibration``, ``-sky``, ``-extinction``, ``-masks``: ``full`` without one ingredient
 
 Sets are cached in ``--work`` (reused across configurations and runs). The wheel is the PyPI
@@ -41,7 +42,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CONFIGS = ("v0.1", "emulator+rand", "real-only", "no-rand", "full", "-lsf", "-calibration", "-sky",
+CONFIGS = ("v0.1", "emulator+rand", "real-only", "no-rand", "full", "-stelib", "-lsf", "-calibration", "-sky",
            "-extinction", "-masks")
 
 
@@ -60,6 +61,8 @@ def make_config(name: str, seed: int):
     if name == "no-rand":
         return Sim2RealConfig(randomise=None, **kw)
     if name == "full":
+        return Sim2RealConfig(randomise=full, **kw)
+    if name == "-stelib":
         return Sim2RealConfig(randomise=full, **kw)
     if name.startswith("-"):
         return Sim2RealConfig(randomise=full.without(name[1:]), **kw)
@@ -81,18 +84,21 @@ def main(argv=None) -> int:
 
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.sim.library import LibraryModel, fetch_wheel, read_miles
+    from catalog_tool.sim.library import LibraryModel, fetch_wheel, read_miles, read_stelib
     from catalog_tool.train.sim2real import run_recipe
 
     torch.set_num_threads(args.threads)
     tmp = None if args.work else tempfile.TemporaryDirectory(prefix="stxcat-sim2real-")
     work = args.work or tmp.name
-    model = LibraryModel(read_miles(args.wheel or fetch_wheel(work)))
+    wheel = args.wheel or fetch_wheel(work)
+    model = LibraryModel(read_miles(wheel))
+    stelib = (LibraryModel(read_stelib(wheel), fill=model.fill),)
     rows, results = [], {}
     for name in args.configs.split(","):
         cfg = make_config(name, args.seed)
         t0 = time.perf_counter()
-        r = run_recipe(work, model=model, config=cfg, grid=ModelGrid(), settings=PreprocessSettings(),
+        extra = () if name in ("-stelib", "v0.1", "emulator+rand") else stelib
+        r = run_recipe(work, model=model, config=cfg, grid=ModelGrid(), settings=PreprocessSettings(), extra=extra,
                        ensemble=args.ensemble, methods=("lora",),
                        log=lambda m: print(f"  [{time.strftime('%H:%M:%S')}] {m}", flush=True))
         secs = time.perf_counter() - t0

@@ -9,9 +9,9 @@ What it does (every step seeded; see :mod:`catalog_tool.train.sim2real` and docs
 1. reads the MILES library from the ``sdss-mangadap`` wheel (``pip download`` when ``--wheel`` is
    not given) and sets aside the held-out stars (MILES id divisible by 5): they are asserted out
    of every training, validation and calibration set and only ever evaluated;
-2. renders the other MILES stars (``--copies-lamost`` and ``--copies-desi`` times each) and
-   emulated stars at Milky-Way-like labels through the LAMOST and DESI instrument models, in the
-   surveys' real file formats, with domain randomisation (LSF, flux calibration, sky residuals,
+2. renders the other MILES stars and the STELIB stars matched to them (``--copies-lamost``,
+   ``--copies-desi`` and ``--copies-ft-lamost`` times each) and emulated stars at Milky-Way-like
+   labels through the LAMOST and DESI instrument models, in the surveys' real file formats, with domain randomisation (LSF, flux calibration, sky residuals,
    dust, masked runs) and S/N 5-200, and preprocesses them as ``stxcat annotate`` does;
 3. pre-trains an ensemble of the paper's MLP (1462 -> 1024 -> 512 -> 64, one multi-label head for
    FEH, ALPHAFE, TEFF, LOGG) on the LAMOST set, fine-tunes it on the DESI set with each method
@@ -50,6 +50,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=None, help="folder for the simulated sets (default: a temp dir)")
     ap.add_argument("--copies-lamost", type=int, default=d.copies_lamost)
     ap.add_argument("--copies-desi", type=int, default=d.copies_desi)
+    ap.add_argument("--copies-ft-lamost", type=int, default=d.copies_ft_lamost)
+    ap.add_argument("--no-stelib", action="store_true", help="train on MILES stars only (no STELIB renderings)")
     ap.add_argument("--n-emu-lamost", type=int, default=d.n_emu_lamost)
     ap.add_argument("--n-emu-desi", type=int, default=d.n_emu_desi)
     ap.add_argument("--ensemble", type=int, default=5)
@@ -69,12 +71,13 @@ def main(argv=None) -> int:
     from catalog_tool.models.bundle import load_bundle, make_provenance
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.sim.library import HELDOUT_RULE, LibraryModel, fetch_wheel, read_miles
+    from catalog_tool.sim.library import HELDOUT_RULE, LibraryModel, fetch_wheel, read_miles, read_stelib
     from catalog_tool.train.sim2real import evaluate_heldout, run_recipe
 
     torch.set_num_threads(args.threads)
     grid, settings = ModelGrid(), PreprocessSettings()
     config = Sim2RealConfig(copies_lamost=args.copies_lamost, copies_desi=args.copies_desi,
+                            copies_ft_lamost=args.copies_ft_lamost,
                             n_emu_lamost=args.n_emu_lamost, n_emu_desi=args.n_emu_desi, seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="stxcat-train-") as tmp:
         work = args.work or tmp
@@ -82,12 +85,15 @@ def main(argv=None) -> int:
         wheel = args.wheel or fetch_wheel(work)
         library = read_miles(wheel)
         model = LibraryModel(library)
+        extra = () if args.no_stelib else (LibraryModel(read_stelib(wheel), fill=model.fill),)
         prov = make_provenance(
             command=" ".join(["python", "scripts/train_default_model.py", *sys.argv[1:]]), seed=args.seed,
-            training_data={"library": library.source, "heldout": HELDOUT_RULE,
+            training_data={"library": library.source, "extra": [m.library.source for m in extra],
+                           "heldout": HELDOUT_RULE,
                            "recipe": "catalog_tool.train.sim2real", "config": config.to_dict()})
         t0 = time.perf_counter()
-        r = run_recipe(work, model=model, config=config, grid=grid, settings=settings, ensemble=args.ensemble,
+        r = run_recipe(work, model=model, config=config, grid=grid, settings=settings, extra=extra,
+                       ensemble=args.ensemble,
                        epochs=args.epochs, ft_epochs=args.ft_epochs, lr=args.lr, ft_lr=args.ft_lr,
                        batch_size=args.batch_size, methods=args.methods.split(","), provenance=prov, log=log)
         sets = r["sets"]
@@ -102,7 +108,8 @@ def main(argv=None) -> int:
         metrics = {"chosen": r["chosen"], "results": results, "final": final_eval, "error_floor": r["floor"],
                    "floor_fitted_on": r["floor_fitted_on"], "weights_sha256": shipped.sha256,
                    "sizes": r["sizes"], "heldout_rule": HELDOUT_RULE, "config": config.to_dict(),
-                   "library": library.source, "pretrain_seconds": r["pretrain_seconds"],
+                   "library": library.source, "extra_libraries": [m.library.source for m in extra],
+                   "pretrain_seconds": r["pretrain_seconds"],
                    "seconds": round(time.perf_counter() - t0), "args": {k: v for k, v in vars(args).items()
                                                                        if k not in ("wheel", "work")}}
         with open(args.metrics_out, "w") as fh:

@@ -81,7 +81,7 @@ class Sim2RealConfig:
     randomise: DomainRandomisation | None = DomainRandomisation()
     copies_lamost: int = 12
     copies_desi: int = 8
-    copies_ft_lamost: int = 0
+    copies_ft_lamost: int = 4
     n_emu_lamost: int = 8000
     n_emu_desi: int = 1500
     snr_range: tuple = (5.0, 200.0)
