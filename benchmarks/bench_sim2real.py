@@ -110,7 +110,11 @@ def main(argv=None) -> int:
                          rep[("FEH", "all")]["bias"], rep[("TEFF", "all")]["scatter"], rep[("LOGG", "all")]["scatter"],
                          rep[("FEH", "all")]["z_scatter"], rep[("TEFF", "all")]["z_scatter"],
                          rep[("LOGG", "all")]["z_scatter"]))
-        print(f"{name}: {secs:.0f} s (load {os.getloadavg()[0]:.2f})", flush=True)
+        print(f"{name}: {secs:.0f} s (load {os.getloadavg()[0]:.2f}); " + "; ".join(
+            f"{r[1]} FEH {r[2]:.3f} TEFF {r[5]:.0f} LOGG {r[6]:.3f} z {r[7]:.2f}" for r in rows[-4:]), flush=True)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(results, fh, indent=1, default=float)
     print()
     print("| config | format | σ FEH | σ FEH [Fe/H]<−1 | bias FEH | σ TEFF (K) | σ LOGG | z FEH | z TEFF | z LOGG |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -118,9 +122,6 @@ def main(argv=None) -> int:
         print(f"| {r[0]} | {r[1]} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:+.3f} | {r[5]:.0f} | {r[6]:.3f} | "
               f"{r[7]:.2f} | {r[8]:.2f} | {r[9]:.2f} |")
     print(f"\nensemble {args.ensemble}, seed {args.seed}, load average {os.getloadavg()[0]:.2f}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1, default=float)
     if tmp is not None:
         tmp.cleanup()
     return 0
