@@ -5,7 +5,7 @@ Usage::
     pip install -e ".[peers]"          # The Cannon (annieslasso 0.2.96 on PyPI)
     python benchmarks/bench_peers.py --wheel sdss_mangadap-4.5.0-py3-none-any.whl --work DIR \
         [--bundle default] [--methods network,cannon4,cannon3,ridge,knn] [--network-training chosen|skip] \
-        [--json out.json]
+        [--domain-check] [--json out.json]
 
 Training data: exactly the sets the bundled model is trained on. The recipe's options, its
 :class:`~catalog_tool.train.sim2real.Sim2RealConfig` and its libraries are read from
@@ -38,6 +38,12 @@ Methods:
   format; the penalty per label is picked on a validation split that keeps a star's copies together.
 * ``knn``: k nearest neighbours in normalised flux (Euclidean), mean label of the neighbours; k per
   label picked on the same validation split.
+
+For each Cannon model the benchmark also prints how far the trained model is from the spectra of
+the simulated test stars at their *true* labels, beside their noise (:func:`cannon_misfit`).
+``--domain-check`` adds a table where The Cannon (4 labels) and ridge are trained inside one label
+box at a time (giants, dwarfs: :data:`DOMAINS`) and compared with the networks on the evaluation
+stars inside the box.
 
 Numpy and torch use ``--threads`` threads (default: the training script's).
 """
@@ -320,6 +326,27 @@ def cannon_labels(arrays: Arrays, names) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(cols, 1), filled
 
 
+def cannon_misfit(peer: CannonPeer, ts, *, min_snr: float = 40.0) -> dict:
+    """How well the trained quadratic model reproduces spectra at their *true* labels.
+
+    On the simulated test stars (all four labels known) with S/N > ``min_snr``: the median absolute
+    difference between the spectrum and the model at the true labels, beside the median noise
+    (1/sqrt(ivar)) of the same pixels. A misfit at or above the noise is model error that the test
+    step's covariance does not know about.
+    """
+    rows = np.flatnonzero(ts.data.snr > min_snr)
+    if rows.size == 0:
+        return {"n": 0}
+    truth = np.stack([np.asarray(ts.data.labels[n], float)[rows] for n in peer.names], 1)
+    model_flux = np.atleast_2d(peer.model(truth))
+    ivar = ts.data.ivar[rows].astype(float)
+    good = ivar > 0
+    resid = np.abs(ts.data.flux[rows] - model_flux)[good]
+    return {"n": int(rows.size), "min_snr": min_snr, "median_abs_residual": float(np.median(resid)),
+            "p90_abs_residual": float(np.percentile(resid, 90)),
+            "median_noise": float(np.median(1.0 / np.sqrt(ivar[good])))}
+
+
 # --------------------------------------------------------------------------- evaluation
 
 def evaluate(pred: np.ndarray, err: np.ndarray, ts) -> list[dict]:
@@ -367,6 +394,8 @@ def run_peer(method: str, sets: dict, *, seed: int, cannon_teff, log=log) -> dic
         else:
             raise SystemExit(f"unknown method {method!r}; known: {', '.join(METHODS)}")
         info["seconds"] = time.perf_counter() - t0
+        if isinstance(model, CannonPeer) and fmt == EVAL_SETS["sim_test"]:
+            info["misfit"] = cannon_misfit(model, sets["sim_test"])
         out["train"][fmt] = info
         fitted[fmt] = model
         log(f"  {method} ({fmt}): trained on {info['spectra']} spectra in {info['seconds']:.1f} s")
@@ -404,12 +433,14 @@ def predict_bundle(bundle, sets: dict) -> dict:
 
 def run_network(bundle_name: str, sets: dict, *, train: bool, script, recipe_inputs, work: str,
                 log=log) -> dict:
-    """``{"network": ...}`` for the bundle; with ``train`` also ``"network (re-trained)"``: the recipe
-    re-run in this run (the script's settings, the fine-tuning method the bundle records), timed."""
+    """Results ``{"network": ...}`` for the bundle, and with ``train`` also ``"network (re-trained)"``:
+    the recipe re-run in this run (the script's settings, the fine-tuning method the bundle records),
+    timed; and the bundles under the same names."""
     from catalog_tool.models.bundle import load_bundle
 
     bundle = load_bundle(bundle_name)
     results = {"network": predict_bundle(bundle, sets)}
+    bundles = {"network": bundle}
     if train:
         from catalog_tool.train.sim2real import run_recipe
 
@@ -427,7 +458,57 @@ def run_network(bundle_name: str, sets: dict, *, train: bool, script, recipe_inp
                                       "seconds": r["pretrain_seconds"] + r["results"][method]["seconds"],
                                       "recipe_seconds": total, "method": method, "ensemble": a.ensemble}
         results["network (re-trained)"] = retrained
-    return results
+        bundles["network (re-trained)"] = r["bundle"]
+    return results, bundles
+
+
+#: Label boxes of ``--domain-check``: The Cannon's usual setting, one class of star at a time.
+DOMAINS = {
+    "giants": {"TEFF": (4000.0, 5300.0), "LOGG": (-1.0, 3.5), "FEH": (-1.5, 1.0)},
+    "dwarfs": {"TEFF": (4800.0, 6500.0), "LOGG": (3.8, 6.0), "FEH": (-1.5, 1.0)},
+}
+
+
+def in_domain(labels: dict, box: dict) -> np.ndarray:
+    ok = np.ones(len(labels["TEFF"]), bool)
+    for name, (lo, hi) in box.items():
+        v = np.asarray(labels[name], float)
+        ok &= (v > lo) & (v < hi)
+    return ok
+
+
+def domain_check(sets: dict, bundles: dict, log=log) -> list[dict]:
+    """The Cannon (4 labels) and ridge trained inside one label box, beside the network bundles
+    (trained on everything), on the evaluation stars inside the same box: is The Cannon competitive
+    where it is usually used?"""
+    from catalog_tool.models.infer import predict
+    from catalog_tool.train.evaluate import robust_scatter
+
+    rows = []
+    for dom, box in DOMAINS.items():
+        fitted = {}
+        for fmt in sorted(set(EVAL_SETS.values())):
+            arr = training_arrays(sets, fmt)
+            sub = arr.take(np.flatnonzero(in_domain(arr.labels, box)))
+            names = ("TEFF", "LOGG", "FEH", "ALPHAFE")
+            lab, _ = cannon_labels(sub, names)
+            fitted[fmt] = (CannonPeer(names).fit(flux=sub.flux, ivar=sub.ivar, labels=lab),
+                           fit_ridge(flux=sub.flux, labels=sub.labels, penalties=(1e-2,)), len(sub))
+        for key, fmt in EVAL_SETS.items():
+            ts = sets[key]
+            sel = in_domain(ts.data.labels, box)
+            cannon, ridge, n_train = fitted[fmt]
+            flux, ivar = ts.data.flux[sel], ts.data.ivar[sel]
+            preds = {name: predict(b, flux=flux, ivar=ivar).values for name, b in bundles.items()}
+            preds["cannon4"] = _in_label_order(cannon.predict(flux=flux, ivar=ivar)[0], cannon.names)
+            preds["ridge"] = predict_ridge(ridge, flux=flux)
+            for method, p in preds.items():
+                row = {"domain": dom, "set": key, "method": method, "n": int(sel.sum()), "trained_on": n_train}
+                for name in ("FEH", "TEFF", "LOGG"):
+                    row[name] = robust_scatter(p[:, LABELS.index(name)] - np.asarray(ts.data.labels[name])[sel])
+                rows.append(row)
+        log(f"  domain check: {dom} done")
+    return rows
 
 
 # --------------------------------------------------------------------------- tables
@@ -476,6 +557,16 @@ def speed_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def domain_table(rows: list[dict]) -> str:
+    lines = ["| domain | evaluation set | method | trained on | n | σ FEH | σ TEFF (K) | σ LOGG |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        on = "everything" if r["method"].startswith("network") else str(r["trained_on"])
+        lines.append(f"| {r['domain']} | {r['set']} | {r['method']} | {on} | {r['n']} | {r['FEH']:.3f} | "
+                     f"{r['TEFF']:.0f} | {r['LOGG']:.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     script = load_recipe_script()
     defaults = script.build_parser().parse_args(["--out", "unused"])
@@ -489,6 +580,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cannon-teff", default="3800,7500",
                     help="Teff range (K) of The Cannon's training stars (default: the held-out stars' range)")
     ap.add_argument("--threads", type=int, default=defaults.threads, help="numpy and torch threads")
+    ap.add_argument("--domain-check", action="store_true",
+                    help="also train The Cannon and ridge inside one label box at a time (giants, dwarfs)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
@@ -519,16 +612,24 @@ def main(argv=None) -> int:
         f"libraries {[m.library.name for m in (model, *extra)]}")
     sets = build_sets(work, model=model, config=config, grid=grid, settings=settings, extra=extra, log=log)
     log("sizes: " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
-    results = {}
+    results, bundles = {}, {}
     with threadpool_limits(args.threads):
         for method in methods:
             log(f"{method}")
             if method == "network":
-                results.update(run_network(args.bundle, sets, train=args.network_training == "chosen",
+                res, bundles = run_network(args.bundle, sets, train=args.network_training == "chosen",
                                            script=script, recipe_inputs=(model, extra, config, grid, settings),
-                                           work=work))
+                                           work=work)
+                results.update(res)
             else:
                 results[method] = run_peer(method, sets, seed=config.seed, cannon_teff=cannon_teff)
+        if args.domain_check:
+            log("domain check")
+            if not bundles:
+                from catalog_tool.models.bundle import load_bundle
+
+                bundles = {"network": load_bundle(args.bundle)}
+            domains = domain_check(sets, bundles)
     load1 = os.getloadavg()
     print()
     for key in EVAL_SETS:
@@ -541,9 +642,20 @@ def main(argv=None) -> int:
     if net:
         print(f"network (re-trained): the recipe re-run in this run ({net['method']}, ensemble {net['ensemble']}): "
               f"pre-training + fine-tuning {net['seconds']:.0f} s, the whole recipe run {net['recipe_seconds']:.0f} s")
+    for method, res in results.items():
+        mis = res["train"].get(EVAL_SETS["sim_test"], {}).get("misfit")
+        if mis and mis.get("n"):
+            print(f"{method}: at the true labels of {mis['n']} simulated test stars with S/N > {mis['min_snr']:g} the "
+                  f"model misses the spectrum by {mis['median_abs_residual']:.4f} (median; 90th percentile "
+                  f"{mis['p90_abs_residual']:.4f}) where the noise is {mis['median_noise']:.4f}; median pixel "
+                  f"scatter s {res['train'][EVAL_SETS['sim_test']]['median_scatter']:.4f}")
+    if args.domain_check:
+        print()
+        print(domain_table(domains))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"config": config.to_dict(), "methods": results, "load": [load0, load1],
+            json.dump({"config": config.to_dict(), "methods": results,
+                       "domains": domains if args.domain_check else None, "load": [load0, load1],
                        "threads": args.threads, "cannon_teff": cannon_teff}, fh, indent=1, default=float)
     if tmp is not None:
         tmp.cleanup()
