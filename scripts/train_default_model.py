@@ -40,7 +40,8 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The recipe's options (``benchmarks/bench_peers.py`` reads their defaults too)."""
     from catalog_tool.train.sim2real import Sim2RealConfig
 
     d = Sim2RealConfig()
@@ -64,38 +65,57 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--metrics-out", default="docs/model-card-metrics.json")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def recipe_config(args):
+    """The :class:`~catalog_tool.train.sim2real.Sim2RealConfig` of a run with these options."""
+    from catalog_tool.train.sim2real import Sim2RealConfig
+
+    return Sim2RealConfig(copies_lamost=args.copies_lamost, copies_desi=args.copies_desi,
+                          copies_ft_lamost=args.copies_ft_lamost, n_emu_lamost=args.n_emu_lamost,
+                          n_emu_desi=args.n_emu_desi, seed=args.seed)
+
+
+def recipe_libraries(wheel, *, stelib: bool = True):
+    """The libraries the recipe renders: ``(model, extra)`` as :func:`~catalog_tool.train.sim2real.build_sets`
+    takes them (MILES, and the other libraries whose training stars are added: STELIB)."""
+    from catalog_tool.sim.library import LibraryModel, read_miles, read_stelib
+
+    model = LibraryModel(read_miles(wheel))
+    return model, ((LibraryModel(read_stelib(wheel), fill=model.fill),) if stelib else ())
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     import torch
 
     from catalog_tool.models.bundle import load_bundle, make_provenance
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.sim.library import HELDOUT_RULE, LibraryModel, fetch_wheel, read_miles, read_stelib
+    from catalog_tool.sim.library import HELDOUT_RULE, fetch_wheel
     from catalog_tool.train.sim2real import evaluate_heldout, run_recipe
 
     torch.set_num_threads(args.threads)
     grid, settings = ModelGrid(), PreprocessSettings()
-    config = Sim2RealConfig(copies_lamost=args.copies_lamost, copies_desi=args.copies_desi,
-                            copies_ft_lamost=args.copies_ft_lamost,
-                            n_emu_lamost=args.n_emu_lamost, n_emu_desi=args.n_emu_desi, seed=args.seed)
+    config = recipe_config(args)
     with tempfile.TemporaryDirectory(prefix="stxcat-train-") as tmp:
         work = args.work or tmp
         os.makedirs(work, exist_ok=True)
         wheel = args.wheel or fetch_wheel(work)
-        library = read_miles(wheel)
-        model = LibraryModel(library)
-        extra = () if args.no_stelib else (LibraryModel(read_stelib(wheel), fill=model.fill),)
+        model, extra = recipe_libraries(wheel, stelib=not args.no_stelib)
+        library = model.library
         prov = make_provenance(
             command=" ".join(["python", "scripts/train_default_model.py", *sys.argv[1:]]), seed=args.seed,
             training_data={"library": library.source, "extra": [m.library.source for m in extra],
-                           "heldout": HELDOUT_RULE,
-                           "recipe": "catalog_tool.train.sim2real", "config": config.to_dict()})
+                           "heldout": HELDOUT_RULE, "recipe": "catalog_tool.train.sim2real",
+                           "config": config.to_dict()})
         t0 = time.perf_counter()
         r = run_recipe(work, model=model, config=config, grid=grid, settings=settings, extra=extra,
-                       ensemble=args.ensemble,
-                       epochs=args.epochs, ft_epochs=args.ft_epochs, lr=args.lr, ft_lr=args.ft_lr,
-                       batch_size=args.batch_size, methods=args.methods.split(","), provenance=prov, log=log)
+                       ensemble=args.ensemble, epochs=args.epochs, ft_epochs=args.ft_epochs, lr=args.lr,
+                       ft_lr=args.ft_lr, batch_size=args.batch_size, methods=args.methods.split(","),
+                       provenance=prov, log=log)
         sets = r["sets"]
         training = {"chosen_method": r["chosen"], "val_loss": {m: x["val_loss"] for m, x in r["results"].items()},
                     "heldout_rule": HELDOUT_RULE, "sizes": r["sizes"]}
