@@ -18,7 +18,7 @@ What it does (every step seeded; see :mod:`catalog_tool.train.sim2real` and docs
    (zero-shot, adapter, lora, full) and picks the one with the lowest validation loss on real
    stars the networks never saw (copies of a star stay on one side of every split);
 4. fits the per-label systematic error floor on those validation stars, writes the bundle (float16
-   weights, checked to change no prediction by more than 1e-3) and a JSON file of the metrics --
+   weights, checked to change no prediction of 256 spectra by more than 0.005 dex) and a JSON file of the metrics --
    the held-out MILES stars in DESI and LAMOST format at S/N 30 per B pixel, split at [Fe/H] = -1
    and logg = 3.5 with z-scores, and the simulated test stars -- that docs/model-card.md is
    generated from (``python scripts/gen_model_card.py``).
@@ -34,6 +34,10 @@ import os
 import sys
 import tempfile
 import time
+
+
+#: Largest prediction change (dex) float16 storage of the shipped weights may cause.
+FLOAT16_TOLERANCE = 5e-3
 
 
 def log(msg: str) -> None:
@@ -120,8 +124,11 @@ def main(argv=None) -> int:
         training = {"chosen_method": r["chosen"], "val_loss": {m: x["val_loss"] for m, x in r["results"].items()},
                     "heldout_rule": HELDOUT_RULE, "sizes": r["sizes"]}
         extra = {"training": training, **r["extra"]}
+        # float16 may move a prediction by up to 0.005 dex (measured and recorded in the manifest):
+        # 1/30 of the smallest systematic floor, far below any scatter in the model card
         r["final"].save(args.out, grid=grid, preprocess=settings, provenance=prov, name="default", float16=True,
-                        check_flux=sets["heldout_desi"].data.flux[:256], overwrite=True, extra=extra)
+                        float16_tolerance=FLOAT16_TOLERANCE, check_flux=sets["heldout_desi"].data.flux[:256],
+                        overwrite=True, extra=extra)
         shipped = load_bundle(args.out)
         final_eval = evaluate_heldout(shipped, sets)
         results = {m: {k: v for k, v in x.items() if k != "sim_test_calibration"} for m, x in r["results"].items()}
