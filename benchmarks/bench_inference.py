@@ -52,7 +52,7 @@ def main():
     noises = [("none", {}), ("linear, 1 member", {"noise": "linear", "noise_members": 1}),
               ("linear, all members", {"noise": "linear", "noise_members": None}),
               ("mc 16 draws, 1 member", {"noise": "mc", "noise_members": 1, "mc_draws": 16})]
-    print(f"| heads | hidden | networks | noise | threads | spectra/s |")
+    print("| heads | hidden | networks | noise | threads | spectra/s |")
     print("|---|---|---|---|---|---|")
     for heads, hidden in setups:
         b = make_bundle(heads=heads, members=args.members, labels=args.labels, hidden=hidden)

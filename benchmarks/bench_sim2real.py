@@ -19,7 +19,8 @@ Configurations:
 * ``emulator+rand``: emulated stars only, with randomisation
 * ``real-only``: MILES training stars only, with randomisation
 * ``no-rand``: real + emulated stars, no randomisation
-* ``full``: real + emulated stars with randomisation (the shipped recipe)
+* ``full``: real (MILES and STELIB) + emulated stars with randomisation (the shipped recipe)
+* ``-stelib``: ``full`` without the STELIB renderings
 * ``-lsf``, ``-calibration``, ``-sky``, ``-extinction``, ``-masks``: ``full`` without one ingredient
 
 Sets are cached in ``--work`` (reused across configurations and runs). The wheel is the PyPI
@@ -41,7 +42,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CONFIGS = ("v0.1", "emulator+rand", "real-only", "no-rand", "full", "-lsf", "-calibration", "-sky",
+CONFIGS = ("v0.1", "emulator+rand", "real-only", "no-rand", "full", "-stelib", "-lsf", "-calibration", "-sky",
            "-extinction", "-masks")
 
 
@@ -60,6 +61,8 @@ def make_config(name: str, seed: int):
     if name == "no-rand":
         return Sim2RealConfig(randomise=None, **kw)
     if name == "full":
+        return Sim2RealConfig(randomise=full, **kw)
+    if name == "-stelib":
         return Sim2RealConfig(randomise=full, **kw)
     if name.startswith("-"):
         return Sim2RealConfig(randomise=full.without(name[1:]), **kw)
@@ -81,18 +84,21 @@ def main(argv=None) -> int:
 
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.sim.library import LibraryModel, fetch_wheel, read_miles
+    from catalog_tool.sim.library import LibraryModel, fetch_wheel, read_miles, read_stelib
     from catalog_tool.train.sim2real import run_recipe
 
     torch.set_num_threads(args.threads)
     tmp = None if args.work else tempfile.TemporaryDirectory(prefix="stxcat-sim2real-")
     work = args.work or tmp.name
-    model = LibraryModel(read_miles(args.wheel or fetch_wheel(work)))
+    wheel = args.wheel or fetch_wheel(work)
+    model = LibraryModel(read_miles(wheel))
+    stelib = (LibraryModel(read_stelib(wheel), fill=model.fill),)
     rows, results = [], {}
     for name in args.configs.split(","):
         cfg = make_config(name, args.seed)
         t0 = time.perf_counter()
-        r = run_recipe(work, model=model, config=cfg, grid=ModelGrid(), settings=PreprocessSettings(),
+        extra = () if name in ("-stelib", "v0.1", "emulator+rand") else stelib
+        r = run_recipe(work, model=model, config=cfg, grid=ModelGrid(), settings=PreprocessSettings(), extra=extra,
                        ensemble=args.ensemble, methods=("lora",),
                        log=lambda m: print(f"  [{time.strftime('%H:%M:%S')}] {m}", flush=True))
         secs = time.perf_counter() - t0
@@ -104,7 +110,11 @@ def main(argv=None) -> int:
                          rep[("FEH", "all")]["bias"], rep[("TEFF", "all")]["scatter"], rep[("LOGG", "all")]["scatter"],
                          rep[("FEH", "all")]["z_scatter"], rep[("TEFF", "all")]["z_scatter"],
                          rep[("LOGG", "all")]["z_scatter"]))
-        print(f"{name}: {secs:.0f} s (load {os.getloadavg()[0]:.2f})", flush=True)
+        print(f"{name}: {secs:.0f} s (load {os.getloadavg()[0]:.2f}); " + "; ".join(
+            f"{r[1]} FEH {r[2]:.3f} TEFF {r[5]:.0f} LOGG {r[6]:.3f} z {r[7]:.2f}" for r in rows[-4:]), flush=True)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(results, fh, indent=1, default=float)
     print()
     print("| config | format | σ FEH | σ FEH [Fe/H]<−1 | bias FEH | σ TEFF (K) | σ LOGG | z FEH | z TEFF | z LOGG |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -112,9 +122,6 @@ def main(argv=None) -> int:
         print(f"| {r[0]} | {r[1]} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:+.3f} | {r[5]:.0f} | {r[6]:.3f} | "
               f"{r[7]:.2f} | {r[8]:.2f} | {r[9]:.2f} |")
     print(f"\nensemble {args.ensemble}, seed {args.seed}, load average {os.getloadavg()[0]:.2f}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1, default=float)
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -160,7 +160,8 @@ def _max_change_per_label(a: list[nn.Module], b: list[nn.Module], *, flux: np.nd
 def save_bundle(path: str | os.PathLike, *, members: list[nn.Module], config: MLPConfig, heads: str,
                 labels: list[LabelSpec], grid, preprocess, provenance: dict, finetune: dict | None = None,
                 name: str | None = None, float16: bool = False, check_flux: np.ndarray | None = None,
-                overwrite: bool = False, extra: dict | None = None) -> Bundle:
+                float16_tolerance: float = FLOAT16_TOLERANCE_DEX, overwrite: bool = False,
+                extra: dict | None = None) -> Bundle:
     """Write an ensemble as a bundle folder and return it, loaded back and verified.
 
     Parameters
@@ -182,7 +183,8 @@ def save_bundle(path: str | os.PathLike, *, members: list[nn.Module], config: ML
         From :func:`make_provenance`.
     float16 : bool
         Store floating tensors as float16 (half the size). Needs ``check_flux`` (a few normalised
-        spectra): refused if any prediction moves by more than 1e-3 dex.
+        spectra): refused if any prediction moves by more than ``float16_tolerance`` dex (default
+        1e-3; the measured largest change is recorded in the manifest).
     extra : dict, optional
         More manifest entries (e.g. ``{"uncertainty": {...}}``, a training summary).
     """
@@ -222,7 +224,8 @@ def save_bundle(path: str | os.PathLike, *, members: list[nn.Module], config: ML
     tensors = _member_tensors(members, float16=float16)
     if float16:
         if check_flux is None:
-            raise ConfigError("float16 storage needs check_flux (a few spectra) to verify predictions stay within 1e-3 dex")
+            raise ConfigError(f"float16 storage needs check_flux (a few spectra) to verify predictions stay within "
+                              f"{float16_tolerance:g} dex")
         ref = _fill(_build_structure(manifest), _member_tensors(members, float16=False))
         half = _fill(_build_structure(manifest), tensors)
         stds = np.array([lab.std for lab in labels])
@@ -231,10 +234,10 @@ def save_bundle(path: str | os.PathLike, *, members: list[nn.Module], config: ML
         # Labels not in dex (TEFF in K) are compared as log10 changes around the label mean.
         change_dex = np.array([c if lab.unit == "dex" else c / (abs(mu) * math.log(10)) for c, lab, mu in
                                zip(change, labels, means)])
-        if np.any(change_dex > FLOAT16_TOLERANCE_DEX):
+        if np.any(change_dex > float16_tolerance):
             worst = int(np.argmax(change_dex))
             raise BundleError(f"float16 storage would move {names[worst]} by {change_dex[worst]:.2g} dex "
-                              f"(> {FLOAT16_TOLERANCE_DEX}); store float32 instead")
+                              f"(> {float16_tolerance:g}); store float32 instead")
         manifest["weights"]["float16_max_change_dex"] = {n: float(c) for n, c in zip(names, change_dex)}
 
     # one metadata entry: safetensors writes the metadata map in arbitrary order, so two entries

@@ -81,7 +81,7 @@ class Sim2RealConfig:
     randomise: DomainRandomisation | None = DomainRandomisation()
     copies_lamost: int = 12
     copies_desi: int = 8
-    copies_ft_lamost: int = 0
+    copies_ft_lamost: int = 4
     n_emu_lamost: int = 8000
     n_emu_desi: int = 1500
     snr_range: tuple = (5.0, 200.0)
@@ -278,9 +278,11 @@ def run_recipe(work, *, model, config: Sim2RealConfig, grid, settings, extra=(),
                                                training_data={})
     sets = build_sets(work, model=model, config=config, grid=grid, settings=settings, extra=extra, log=log)
     pre, ft = sets["pretrain"], sets["finetune"]
+    # Labels the training set has (real stars alone give no ALPHAFE)
+    names = [n for n in LABELS if np.isfinite(pre.data.labels[n]).any()]
     log(f"pre-training {ensemble} members on {len(pre)} LAMOST spectra ({int(pre.real.sum())} real)")
     t0 = time.perf_counter()
-    ens = pretrain(flux=pre.data.flux, labels=pre.data.labels, names=LABELS, hidden=tuple(hidden), heads="multi-label",
+    ens = pretrain(flux=pre.data.flux, labels=pre.data.labels, names=names, hidden=tuple(hidden), heads="multi-label",
                    ensemble=ensemble, groups=pre.groups,
                    config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=config.seed, patience=8,
                                       huber_delta=huber_delta))
@@ -293,21 +295,22 @@ def run_recipe(work, *, model, config: Sim2RealConfig, grid, settings, extra=(),
     _, val_rows = split_indices(len(ft), val_fraction=0.1, seed=config.seed, groups=ft.groups)
     if ft.real[val_rows].any():
         val_rows = val_rows[ft.real[val_rows]]
-    yval = np.stack([ft.data.labels[n] for n in LABELS], 1)[val_rows]
+    yval = np.stack([ft.data.labels[n] for n in names], 1)[val_rows]
     results, candidates = {}, {}
     for method in methods:
         log(f"fine-tuning: {method} on {len(ft)} DESI spectra ({int(ft.real.sum())} real)")
         t0 = time.perf_counter()
-        cand = finetune(base, flux=ft.data.flux, labels=ft.data.labels, method=method, groups=ft.groups,
+        cand = finetune(base, flux=ft.data.flux, labels={n: ft.data.labels[n] for n in names}, method=method,
+                        groups=ft.groups,
                         config=TrainConfig(epochs=ft_epochs, batch_size=64, lr=ft_lr, seed=config.seed, patience=6,
                                            huber_delta=huber_delta))
         bundle = cand.save(os.path.join(work, f"ft-{method}"), grid=grid, preprocess=settings, provenance=provenance,
                            name=f"candidate-{method}", overwrite=True)
         vp = predict(bundle, flux=ft.data.flux[val_rows], ivar=ft.data.ivar[val_rows], noise="none").values
         val = float(np.nanmean(((vp - yval) / base.stds) ** 2))
-        val_scatter = {n: robust_scatter(vp[:, j] - yval[:, j]) for j, n in enumerate(LABELS)}
+        val_scatter = {n: robust_scatter(vp[:, j] - yval[:, j]) for j, n in enumerate(names)}
         results[method] = {"val_loss": val, "val_scatter": val_scatter, "seconds": round(time.perf_counter() - t0, 1),
-                           **evaluate_heldout(bundle, sets)}
+                           **evaluate_heldout(bundle, sets, label_names=names)}
         candidates[method] = cand
         feh = next(r for r in results[method]["heldout_desi"] if r["label"] == "FEH" and r["subset"] == "all")
         log(f"  validation: loss {val:.4f}, FEH {val_scatter['FEH']:.3f}, TEFF {val_scatter['TEFF']:.0f}, "
@@ -319,7 +322,7 @@ def run_recipe(work, *, model, config: Sim2RealConfig, grid, settings, extra=(),
                         name="staged", overwrite=True)
     vp = predict(staged, flux=ft.data.flux[val_rows], ivar=ft.data.ivar[val_rows])
     floor = {n: fit_error_floor(pred=vp.values[:, j], true=yval[:, j], err=vp.errors[:, j])
-             for j, n in enumerate(LABELS)}
+             for j, n in enumerate(names)}
     log(f"error floors: {floor}")
     fitted_on = (f"{len(val_rows)} fine-tuning validation spectra of {len(np.unique(ft.groups[val_rows]))} "
                  f"{'real MILES' if ft.real[val_rows].any() else 'emulated'} stars not used for training: "
@@ -327,7 +330,7 @@ def run_recipe(work, *, model, config: Sim2RealConfig, grid, settings, extra=(),
     extra = {"uncertainty": {"floor": floor, "fitted_on": fitted_on}}
     bundle = final.save(os.path.join(work, "final"), grid=grid, preprocess=settings, provenance=provenance,
                         name="final", overwrite=True, extra=extra)
-    final_eval = evaluate_heldout(bundle, sets)
+    final_eval = evaluate_heldout(bundle, sets, label_names=names)
     return {"final": final, "bundle": bundle, "chosen": chosen, "results": results, "floor": floor,
             "floor_fitted_on": fitted_on, "final_eval": final_eval, "pretrain_seconds": round(pre_seconds, 1),
             "sizes": {k: {"spectra": len(v), "real": int(v.real.sum()), "stars": int(len(np.unique(v.groups))),
