@@ -185,8 +185,8 @@ def noise_variance(members: list[FoldedMember], x: torch.Tensor,
         jac.div_(len(members))
     pad = jac.shape[-1] - x.shape[1]
     s2 = torch.nn.functional.pad(sigma2, (0, pad)) if pad else sigma2
-    # the weighted sum over pixels as one batched matrix-vector product (N, L, P) @ (N, P, 1):
-    # no (N, L, P) temporary, a third of the time of square-multiply-sum (measured)
+    # the weighted sum over pixels as one batched matrix-vector product (N, L, P) @ (N, P, 1): no
+    # (N, L, P) temporary (24 MB for a chunk of 1,024), 9.2 against 10.2 us per spectrum of CPU time
     var = torch.bmm(jac.square_(), s2[:, :, None]).squeeze(-1)
     outs = torch.stack(outs)
     # a non-finite input gives NaN outputs but zero ReLU masks: say NaN, not a zero noise
