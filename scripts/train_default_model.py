@@ -123,12 +123,12 @@ def main(argv=None) -> int:
         sets = r["sets"]
         training = {"chosen_method": r["chosen"], "val_loss": {m: x["val_loss"] for m, x in r["results"].items()},
                     "heldout_rule": HELDOUT_RULE, "sizes": r["sizes"]}
-        extra = {"training": training, **r["extra"]}
+        manifest_extra = {"training": training, **r["extra"]}
         # float16 may move a prediction by up to 0.005 dex (measured and recorded in the manifest):
         # 1/30 of the smallest systematic floor, far below any scatter in the model card
         r["final"].save(args.out, grid=grid, preprocess=settings, provenance=prov, name="default", float16=True,
                         float16_tolerance=FLOAT16_TOLERANCE, check_flux=sets["heldout_desi"].data.flux[:256],
-                        overwrite=True, extra=extra)
+                        overwrite=True, extra=manifest_extra)
         shipped = load_bundle(args.out)
         final_eval = evaluate_heldout(shipped, sets)
         results = {m: {k: v for k, v in x.items() if k != "sim_test_calibration"} for m, x in r["results"].items()}
