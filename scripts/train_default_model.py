@@ -90,6 +90,25 @@ def recipe_libraries(wheel, *, stelib: bool = True):
     return model, ((LibraryModel(read_stelib(wheel), fill=model.fill),) if stelib else ())
 
 
+#: Options naming this machine's files: left out of the command recorded in the bundle.
+_PATH_OPTIONS = ("out", "wheel", "work", "metrics_out")
+
+
+def recorded_command(args) -> str:
+    """The command line as the bundle records it: the options that differ from the defaults, without
+    the paths (``--out``, ``--wheel``, ``--work``, ``--metrics-out``), which name one machine's files."""
+    parser = build_parser()
+    parts = ["python", "scripts/train_default_model.py", "--out", "OUT"]
+    for action in parser._actions:
+        key = action.dest
+        if key in _PATH_OPTIONS or key == "help" or not action.option_strings:
+            continue
+        value = getattr(args, key)
+        if value != action.default:
+            parts += [action.option_strings[0]] if value is True else [action.option_strings[0], str(value)]
+    return " ".join(parts)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -98,7 +117,7 @@ def main(argv=None) -> int:
     from catalog_tool.models.bundle import load_bundle, make_provenance
     from catalog_tool.preprocess.grid import ModelGrid
     from catalog_tool.preprocess.settings import PreprocessSettings
-    from catalog_tool.sim.library import HELDOUT_RULE, fetch_wheel
+    from catalog_tool.sim.library import HELDOUT_RULE, fetch_wheel, is_heldout
     from catalog_tool.train.sim2real import evaluate_heldout, run_recipe
 
     torch.set_num_threads(args.threads)
@@ -111,7 +130,7 @@ def main(argv=None) -> int:
         model, extra = recipe_libraries(wheel, stelib=not args.no_stelib)
         library = model.library
         prov = make_provenance(
-            command=" ".join(["python", "scripts/train_default_model.py", *sys.argv[1:]]), seed=args.seed,
+            command=recorded_command(args), seed=args.seed,
             training_data={"library": library.source, "extra": [m.library.source for m in extra],
                            "heldout": HELDOUT_RULE, "recipe": "catalog_tool.train.sim2real",
                            "config": config.to_dict()})
@@ -136,9 +155,11 @@ def main(argv=None) -> int:
                    "floor_fitted_on": r["floor_fitted_on"], "weights_sha256": shipped.sha256,
                    "sizes": r["sizes"], "heldout_rule": HELDOUT_RULE, "config": config.to_dict(),
                    "library": library.source, "extra_libraries": [m.library.source for m in extra],
+                   "training_stars": {m.library.name: int((~is_heldout(m.library.ids)).sum())
+                                      for m in (model, *extra)},
                    "pretrain_seconds": r["pretrain_seconds"],
                    "seconds": round(time.perf_counter() - t0), "args": {k: v for k, v in vars(args).items()
-                                                                       if k not in ("wheel", "work")}}
+                                                                       if k not in _PATH_OPTIONS}}
         with open(args.metrics_out, "w") as fh:
             json.dump(metrics, fh, indent=1, default=float)
         feh = next(x for x in final_eval["heldout_desi"] if x["label"] == "FEH" and x["subset"] == "all")

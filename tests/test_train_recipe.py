@@ -71,5 +71,10 @@ def test_recipe_writes_a_bundle_and_the_model_card_metrics(tmp_path):
     assert m["sizes"]["heldout_desi"]["real_stars"] == 4
     assert {x["subset"] for x in m["final"]["heldout_lamost"]} >= {"all", "[Fe/H] < -1", "logg < 3.5"}
     assert "divisible by 5" in m["heldout_rule"] and len(m["extra_libraries"]) == 1
+    assert m["training_stars"] == {"MILES": 16, "STELIB": 1}
     prov = b.manifest["provenance"]["training_data"]
     assert prov["heldout"] == m["heldout_rule"] and "STELIB" in prov["extra"][0]
+    # the recorded command names no file of this machine
+    command = b.manifest["provenance"]["command"]
+    assert str(tmp_path) not in command and "--out OUT" in command and "--ensemble 1" in command
+    assert str(tmp_path) not in json.dumps(m)
