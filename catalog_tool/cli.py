@@ -307,6 +307,19 @@ def report(vac, out, truth, good_only):
 # ---------------------------------------------------------------------------------------------
 # pretrain, finetune, evaluate, models
 # ---------------------------------------------------------------------------------------------
+def _inference_options(func):
+    """``--device``, ``--batch-size``, ``--threads`` and ``--cache`` of the commands that predict a labelled set."""
+    for opt in reversed([
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads."),
+        click.option("--cache", type=click.Path(dir_okay=False, path_type=str), default=None,
+                     help="Preprocessed-set cache (.npz): read if present, else written."),
+    ]):
+        func = opt(func)
+    return func
+
+
 def _label_table_options(func):
     """--labels and how to read it: shared by pretrain, finetune, evaluate and calibrate."""
     opts = [
@@ -575,11 +588,7 @@ def finetune(bundle, inputs, method, names, rank, alpha, head_hidden, freeze_bn,
               help="Folder for metrics.md, metrics.fits and the PNG plots (created if needed).")
 @click.option("--noise", type=click.Choice(["linear", "mc", "none"]), default="linear", show_default=True,
               help="Flux-noise propagation into the uncertainties.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
-@click.option("--cache", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="Preprocessed-set cache (.npz): read if present, else written.")
+@_inference_options
 @friendly_errors
 def evaluate(bundle, inputs, labels_path, out, noise, device, batch_size, threads, cache, **o):
     """Evaluate BUNDLE on labelled INPUTS: metrics, calibration and plots.
@@ -613,11 +622,7 @@ def evaluate(bundle, inputs, labels_path, out, noise, device, batch_size, thread
 @click.option("--replace", is_flag=True,
               help="Calibrate an already calibrated bundle anew (from its raw predictions; never chained).")
 @click.option("--overwrite", is_flag=True, help="Replace a folder already at --out.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
-@click.option("--cache", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="Preprocessed-set cache (.npz): read if present, else written.")
+@_inference_options
 @friendly_errors
 def calibrate(bundle, inputs, out, names, trend, replace, overwrite, device, batch_size, threads, cache, **o):
     """Calibrate BUNDLE on the stars of INPUTS that the label table has (e.g. APOGEE, GALAH).
