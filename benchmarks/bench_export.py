@@ -19,9 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-
-import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
@@ -42,9 +39,7 @@ def _size(path: str) -> int:
 
 
 def main() -> None:
-    from bench_report import make_columns
-
-    from catalog_tool.vac.write import Provenance, write_vac
+    from bench_report import write_synthetic_vac
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=2_000_000)
@@ -55,12 +50,7 @@ def main() -> None:
     try:
         vac = args.vac or os.path.join(tmp, "vac.fits")
         if not os.path.exists(vac):
-            t = time.perf_counter()
-            cols = make_columns(args.rows, np.random.default_rng(42))
-            write_vac(vac, cols, provenance=Provenance("bench", "0" * 64, "bench_export.py", "synthetic",
-                                                       date="2026-01-01T00:00:00"))
-            del cols
-            print(f"wrote {vac} ({os.path.getsize(vac) / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f} s")
+            write_synthetic_vac(vac, args.rows, script="bench_export.py")
         import fitsio
 
         nrows = fitsio.FITS(vac)["STELLAR_PARAMS"].get_nrows()

@@ -55,6 +55,15 @@ def make_columns(n: int, rng: np.random.Generator) -> dict:
     return cols
 
 
+def write_synthetic_vac(path: str, rows: int, *, script: str) -> None:
+    """Write the seeded synthetic VAC of ``rows`` rows (:func:`make_columns`) to ``path``."""
+    t = time.perf_counter()
+    cols = make_columns(rows, np.random.default_rng(42))
+    write_vac(path, cols, provenance=Provenance("bench", "0" * 64, script, "synthetic", date="2026-01-01T00:00:00"))
+    del cols
+    print(f"wrote {path} ({os.path.getsize(path) / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f} s")
+
+
 _CHILD = """
 import json, resource, sys, time
 t = time.perf_counter()
@@ -75,12 +84,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="bench_report_")
     vac = args.vac or os.path.join(tmp, "vac.fits")
     if not os.path.exists(vac):
-        t = time.perf_counter()
-        cols = make_columns(args.rows, np.random.default_rng(42))
-        write_vac(vac, cols, provenance=Provenance("bench", "0" * 64, "bench_report.py", "synthetic",
-                                                   date="2026-01-01T00:00:00"))
-        del cols
-        print(f"wrote {vac} ({os.path.getsize(vac) / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f} s")
+        write_synthetic_vac(vac, args.rows, script="bench_report.py")
     out = subprocess.run([sys.executable, "-c", _CHILD, vac, os.path.join(tmp, "report")], check=True,
                          capture_output=True, text=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
