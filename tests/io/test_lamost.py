@@ -399,7 +399,7 @@ def test_scan_matches_read(realdata, name):
     assert (entry.kind, entry.survey, entry.nspec, entry.layout) == ("lamost", "lamost", 1, EXPECTED[name])
     assert entry.program == meta["PROGRAM"][0] == ("dr1" if name.startswith("dr1-") else name.split("-")[0])
     assert entry.healpix == meta["HEALPIX"][0] >= 0
-    assert entry.nbytes == path.stat().st_size and entry.path == str(path.resolve())
+    assert entry.nbytes == path.stat().st_size and entry.path == os.path.abspath(path)
 
 
 def test_scan_reports_the_same_errors(realdata, tmp_path):
