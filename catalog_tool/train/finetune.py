@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import torch
 
 from catalog_tool.errors import ConfigError
 from catalog_tool.models.adapters import METHODS, adapt_member, finetune_spec, method_of
@@ -86,7 +87,13 @@ def finetune(bundle: Bundle, *, flux: np.ndarray, labels: dict[str, np.ndarray],
             spec = dict(arch["finetune"])
         summary = {"stage": "finetune", "method": method, "parent": parent, "units": []}
     else:
-        members = [adapt_member(copy.deepcopy(m), spec=spec) for m in bundle.members]
+        members = []
+        for k, m in enumerate(bundle.members):
+            # New parameters (LoRA factors, adapter heads) start from member k's own seed, whatever
+            # ran before in the process; torch's global random state is left as it was.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed + k)
+                members.append(adapt_member(copy.deepcopy(m), spec=spec))
         y_scaled = ((y - bundle.means) / bundle.stds).astype(np.float32)
         summary = fit_members(members, x=flux, y_scaled=y_scaled, names=names, config=method_config(how, config),
                               log=TrainLog(log_path), stage="finetune", groups=groups)

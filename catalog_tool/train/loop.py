@@ -194,7 +194,10 @@ def train_network(module: nn.Module, *, x: np.ndarray, y: np.ndarray, train_idx:
         Rows of ``x``/``y`` for training and validation.
     config : TrainConfig
     seed : int
-        Seeds the batch order (the caller seeds the initialisation).
+        Seeds the batch order and torch's random numbers (dropout) while training, so the result
+        depends on the module, the data, ``config`` and ``seed`` only, not on what ran before in the
+        process; torch's global random state is restored afterwards. The caller seeds the
+        initialisation.
     log : TrainLog, optional
         Receives one record per epoch: ``tag`` entries plus epoch, train_loss, val_loss, best, seconds.
 
@@ -203,12 +206,20 @@ def train_network(module: nn.Module, *, x: np.ndarray, y: np.ndarray, train_idx:
     dict
         ``best_epoch``, ``best_val_loss``, ``epochs_run``, ``stopped_early``.
     """
+    dev = resolve_device(config.device)
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        return _train(module, x=x, y=y, train_idx=train_idx, val_idx=val_idx, config=config, seed=seed, log=log,
+                      tag=tag, dev=dev)
+
+
+def _train(module: nn.Module, *, x, y, train_idx, val_idx, config: TrainConfig, seed: int, log, tag, dev) -> dict:
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("nothing to train: the network has no trainable parameters")
     if len(train_idx) < 2 or len(val_idx) < 1:
         raise ConfigError(f"too few labelled spectra to train ({len(train_idx)} training, {len(val_idx)} validation)")
-    dev = resolve_device(config.device)
     module.to(dev)
     opt = _adamw(params, config)
     order = np.random.default_rng(seed)

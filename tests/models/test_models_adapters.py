@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -102,6 +104,27 @@ def test_finetune_methods_improve_on_shifted_data(saved, shifted):
     # The bundle itself is untouched by fine-tuning (members were copied).
     again = predict(saved, flux=flux[400:], ivar=ivar[400:], noise="none").values[:, 0]
     assert np.array_equal(again, zero)
+
+
+def test_finetune_result_depends_on_its_seed_not_on_what_ran_before(saved, shifted):
+    """LoRA factors and dropout draw from the member's own seed: a fine-tuning run gives the same
+    weights whatever consumed torch's random numbers before it, and leaves that state as it was."""
+    flux, _, labels = shifted
+    lab = {k: v[:200] for k, v in labels.items() if k in ("FEH", "LOGG")}
+    cfg = TrainConfig(epochs=2, lr=2e-3, batch_size=32, seed=4, device="cpu")
+    torch.manual_seed(0)
+    a = finetune(saved, flux=flux[:200], labels=lab, method="lora", config=cfg)
+    torch.manual_seed(1)
+    torch.rand(1000)
+    state = torch.random.get_rng_state()
+    b = finetune(saved, flux=flux[:200], labels=lab, method="lora", config=cfg)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for ma, mb in zip(a.members, b.members):
+        for (ka, va), (_, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
+            assert torch.equal(va, vb), ka
+    c = finetune(saved, flux=flux[:200], labels=lab, method="lora", config=dataclasses.replace(cfg, seed=5))
+    assert not all(torch.equal(va, vc) for va, vc in zip(a.members[0].state_dict().values(),
+                                                         c.members[0].state_dict().values()))
 
 
 def test_full_with_frozen_batchnorm_keeps_statistics(saved, shifted):
