@@ -292,9 +292,8 @@ def run_recipe(work, *, model, config: Sim2RealConfig, grid, settings, extra=(),
                     name="pretrained", overwrite=True)
     # Selection and the error floor use the fine-tuning set's validation stars (the split fine-tuning
     # itself uses): real ones when there are any, since real spectra are what the model is for.
-    _, val_rows = split_indices(len(ft), val_fraction=0.1, seed=config.seed, groups=ft.groups)
-    if ft.real[val_rows].any():
-        val_rows = val_rows[ft.real[val_rows]]
+    _, val_all = split_indices(len(ft), val_fraction=0.1, seed=config.seed, groups=ft.groups)
+    val_rows = val_all[ft.real[val_all]] if ft.real[val_all].any() else val_all
     yval = np.stack([ft.data.labels[n] for n in names], 1)[val_rows]
     results, candidates = {}, {}
     for method in methods:
@@ -320,13 +319,22 @@ def run_recipe(work, *, model, config: Sim2RealConfig, grid, settings, extra=(),
     final = candidates[chosen]
     staged = final.save(os.path.join(work, "staged"), grid=grid, preprocess=settings, provenance=provenance,
                         name="staged", overwrite=True)
-    vp = predict(staged, flux=ft.data.flux[val_rows], ivar=ft.data.ivar[val_rows])
-    floor = {n: fit_error_floor(pred=vp.values[:, j], true=yval[:, j], err=vp.errors[:, j])
-             for j, n in enumerate(names)}
+    # The floor of each label on the real validation stars; a label they lack (ALPHAFE: the
+    # library gives none) on every validation star that has it (the emulated ones).
+    vp = predict(staged, flux=ft.data.flux[val_all], ivar=ft.data.ivar[val_all])
+    yall = np.stack([ft.data.labels[n] for n in names], 1)[val_all]
+    real_val = ft.real[val_all]
+    floor, where = {}, {}
+    for j, n in enumerate(names):
+        rows = real_val & np.isfinite(yall[:, j])
+        if rows.sum() < 20:
+            rows = np.isfinite(yall[:, j])
+        floor[n] = fit_error_floor(pred=vp.values[rows, j], true=yall[rows, j], err=vp.errors[rows, j])
+        kind = "real" if real_val[rows].all() else "emulated" if not real_val[rows].any() else "real and emulated"
+        where[n] = f"{int(rows.sum())} {kind} spectra of {len(np.unique(ft.groups[val_all][rows]))} stars"
     log(f"error floors: {floor}")
-    fitted_on = (f"{len(val_rows)} fine-tuning validation spectra of {len(np.unique(ft.groups[val_rows]))} "
-                 f"{'real MILES' if ft.real[val_rows].any() else 'emulated'} stars not used for training: "
-                 "unit robust scatter of the pulls")
+    fitted_on = ("fine-tuning validation stars not used for training (unit robust scatter of the pulls): "
+                 + "; ".join(f"{n} on {w}" for n, w in where.items()))
     extra = {"uncertainty": {"floor": floor, "fitted_on": fitted_on}}
     bundle = final.save(os.path.join(work, "final"), grid=grid, preprocess=settings, provenance=provenance,
                         name="final", overwrite=True, extra=extra)
