@@ -24,6 +24,7 @@ are measured on stars the networks have not seen.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -148,8 +149,6 @@ def _cached(path: str, make) -> TrainingSet:
 
 
 def _key(*parts) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
