@@ -9,7 +9,7 @@ Usage::
 For each size N a simulated DESI release of N fibres (``--per-pixel`` per HEALPix pixel; stars,
 galaxies, QSOs, sky and unassigned fibres as the simulator draws them) is made once in
 ``--data-dir`` (kept for the next run; no RESOLUTION HDUs, no checksums) and annotated by the real
-command line in a child process, whose wall time and peak RSS (``os.wait4``) are reported.
+command line in a child process, whose wall time and peak RSS (its own ``VmHWM``: ``peak_rss.py``) are reported.
 
 The floor is measured in this process, in the same run, for the same release:
 
@@ -48,6 +48,9 @@ import time
 
 import fitsio
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import peak_rss  # beside this script
 
 
 def paper_bundle(folder: pathlib.Path) -> str:
@@ -98,8 +101,9 @@ def run_cli(args: list[str], src: str | None = None) -> tuple[float, float, int,
     if src:
         env["PYTHONPATH"] = os.pathsep.join([src] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "catalog_tool.cli", *args], stdout=out,
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryDirectory() as tmp:
+        peak_json = os.path.join(tmp, "peak.json")
+        proc = subprocess.Popen(peak_rss.wrap(peak_json, "catalog_tool.cli", args), stdout=out,
                                 stderr=subprocess.PIPE, text=True, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
@@ -107,10 +111,11 @@ def run_cli(args: list[str], src: str | None = None) -> tuple[float, float, int,
         err = proc.stderr.read()
         out.seek(0)
         stdout = out.read()
+        peak = peak_rss.read(peak_json) * 2**20 if os.path.exists(peak_json) else float("nan")
     if proc.returncode not in (0, 3):
         raise SystemExit(f"stxcat failed ({proc.returncode}): {err.strip()[-2000:]}")
     m = re.search(r"in ([0-9.]+) s on", stdout)
-    return wall, float(m.group(1)) if m else wall, usage.ru_maxrss * 1024, stdout, usage.ru_utime + usage.ru_stime
+    return wall, float(m.group(1)) if m else wall, peak, stdout, usage.ru_utime + usage.ru_stime
 
 
 def floor_read(rel: pathlib.Path, arms: tuple[str, ...]) -> tuple[float, int]:

@@ -37,6 +37,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import peak_rss  # beside this script
+
 HERE = pathlib.Path(__file__).resolve().parent
 T0 = time.perf_counter()
 #: Relative tolerance of the CPU/CUDA comparison (float32 rounding through four layers and sums of
@@ -135,19 +138,21 @@ def agreement(rel: pathlib.Path, bundle_name: str, n_max: int) -> bool | None:
 def annotate(rel: pathlib.Path, out: str, device: str, bundle: str, extra: list[str]) -> dict:
     """Run the CLI in a child: wall s, run s, peak RSS, VAC rows."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "catalog_tool.cli", "annotate", os.fspath(rel), "--out", out,
-                             "--model", bundle, "--no-progress", "--device", device, "--overwrite", *extra],
+    peak_json = out + ".peak.json"
+    proc = subprocess.Popen(peak_rss.wrap(peak_json, "catalog_tool.cli",
+                                          ["annotate", os.fspath(rel), "--out", out, "--model", bundle,
+                                           "--no-progress", "--device", device, "--overwrite", *extra]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    stdout, stderr = proc.communicate()  # reads both pipes while it runs: no pipe-buffer stall
     wall = time.perf_counter() - t0
-    stdout, stderr = proc.stdout.read(), proc.stderr.read()
-    code = os.waitstatus_to_exitcode(status)
+    code = proc.returncode
     if code not in (0, 3):
         raise SystemExit(f"stxcat annotate on {device} failed ({code}): {stderr.strip()[-1500:]}")
     import re
 
     m = re.search(r"in ([0-9.]+) s on", stdout)
-    return {"wall": wall, "run": float(m.group(1)) if m else wall, "rss": usage.ru_maxrss / 1024}
+    rss = peak_rss.read(peak_json) if os.path.exists(peak_json) else float("nan")
+    return {"wall": wall, "run": float(m.group(1)) if m else wall, "rss": rss}
 
 
 def end_to_end(rel: pathlib.Path, n: int, bundle_name: str, devices: list[str], tmp: str, cpus: int) -> bool:
