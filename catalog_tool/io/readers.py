@@ -26,7 +26,7 @@ from catalog_tool.batch import SpectraBatch
 from catalog_tool.io import desi, lamost
 from catalog_tool.io.entry import FileEntry
 
-__all__ = ["Reader", "READERS", "reader", "claim", "catch_all", "read_groups", "group_entries"]
+__all__ = ["Reader", "READERS", "reader", "id_space", "claim", "catch_all", "read_groups", "group_entries"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,10 @@ class Reader:
     one_file_per_batch : bool
         True: each file is read (and fails) alone, a batch per file (DESI coadds hold thousands
         of spectra). False: all of a partition's files make one batch (LAMOST: one spectrum each).
+    own_id_surveys : tuple of str
+        The ``SURVEY`` values of this reader's rows whose ``TARGETID`` is not a DESI TARGETID
+        (LAMOST: an OBSID). The VAC's ``PRIMARY`` groups such rows only among themselves
+        (:func:`id_space`). Empty: the rows share the DESI TARGETID space.
     """
 
     kind: str
@@ -63,6 +67,7 @@ class Reader:
     select_stars: Callable[[Mapping], np.ndarray]
     sniff: Callable | None = None
     one_file_per_batch: bool = True
+    own_id_surveys: tuple[str, ...] = ()
 
 
 #: The readers, in the order discovery asks them; the catch-all (no ``sniff``) last.
@@ -70,7 +75,7 @@ READERS = (
     Reader(kind="desi", scan=desi.scan_coadd, read=desi.read_files, select_stars=desi.select_stars,
            sniff=desi.sniff, one_file_per_batch=True),
     Reader(kind="lamost", scan=lamost.scan_lamost, read=lamost.read_files, select_stars=lamost.select_stars,
-           sniff=None, one_file_per_batch=False),
+           sniff=None, one_file_per_batch=False, own_id_surveys=("lamost",)),
 )
 
 
@@ -80,6 +85,25 @@ def reader(kind: str) -> Reader:
         if r.kind == kind:
             return r
     raise ValueError(f"no reader for files of kind {kind!r} (known: {', '.join(r.kind for r in READERS)})")
+
+
+def id_space(survey) -> np.ndarray:
+    """The TARGETID space of each row from its ``SURVEY`` (str or bytes, blanks stripped): 0 for the
+    DESI TARGETID space, ``i + 1`` for rows of the ``i``-th reader's :attr:`Reader.own_id_surveys`.
+
+    Returns
+    -------
+    ndarray of int8, shape (N,)
+    """
+    survey = np.asarray(survey)
+    out = np.zeros(survey.shape, dtype=np.int8)
+    if survey.size == 0:
+        return out
+    stripped = np.char.strip(survey)
+    for i, r in enumerate(READERS):
+        for name in r.own_id_surveys:
+            out[stripped == (name.encode() if survey.dtype.kind == "S" else name)] = i + 1
+    return out
 
 
 def claim(fits) -> tuple[Reader, str, str | None] | None:

@@ -35,6 +35,7 @@ from catalog_tool import __version__
 from catalog_tool.errors import StxcatError
 from catalog_tool.io.atomic import OutputExistsError, atomic_path
 from catalog_tool.io.fitsutil import get_hdu, open_fits
+from catalog_tool.io.readers import id_space
 from catalog_tool.vac import datamodel as dm
 from catalog_tool.vac import flags as fl
 
@@ -192,8 +193,9 @@ class MergeResult:
 def primary_mask(*, targetid, survey, snr) -> np.ndarray:
     """``PRIMARY``: True on one row per target, the one with the best S/N.
 
-    Rows are grouped by ``TARGETID`` across DESI surveys and programs; LAMOST rows (``SURVEY ==
-    'lamost'``) form their own group space because an OBSID is not a DESI TARGETID. Within a group
+    Rows are grouped by ``TARGETID`` across DESI surveys and programs; rows of a survey whose ids
+    are not DESI TARGETIDs (LAMOST's OBSIDs: :attr:`Reader.own_id_surveys
+    <catalog_tool.io.readers.Reader.own_id_surveys>`) form their own group space. Within a group
     the row with the highest finite ``SNR`` wins; ties, and groups without a finite S/N, go to the
     first row in the order given (the file order, so the choice is deterministic).
 
@@ -208,25 +210,18 @@ def primary_mask(*, targetid, survey, snr) -> np.ndarray:
     ndarray of bool, shape (N,)
     """
     targetid = np.asarray(targetid, dtype=np.int64)
-    return _primary_from_keys(targetid=targetid, is_lamost=_is_lamost(survey), snr=snr)
+    return _primary_from_keys(targetid=targetid, space=id_space(survey), snr=snr)
 
 
-def _is_lamost(survey) -> np.ndarray:
-    survey = np.asarray(survey)
-    if survey.size == 0:
-        return np.zeros(0, dtype=bool)
-    return np.char.strip(survey) == (b"lamost" if survey.dtype.kind == "S" else "lamost")
-
-
-def _primary_from_keys(*, targetid: np.ndarray, is_lamost: np.ndarray, snr) -> np.ndarray:
+def _primary_from_keys(*, targetid: np.ndarray, space: np.ndarray, snr) -> np.ndarray:
     n = targetid.shape[0]
     snr = np.asarray(snr, dtype=np.float64)
     # NaN S/N ranks below any finite one
     neg_snr = np.where(np.isfinite(snr), -snr, np.inf)
-    order = np.lexsort((np.arange(n), neg_snr, targetid, is_lamost))
-    t, lam = targetid[order], is_lamost[order]
+    order = np.lexsort((np.arange(n), neg_snr, targetid, space))
+    t, sp = targetid[order], space[order]
     first = np.ones(n, dtype=bool)
-    first[1:] = (t[1:] != t[:-1]) | (lam[1:] != lam[:-1])
+    first[1:] = (t[1:] != t[:-1]) | (sp[1:] != sp[:-1])
     out = np.zeros(n, dtype=bool)
     out[order[first]] = True
     return out
@@ -463,7 +458,7 @@ def _scan_part(path: str, *, sources: bool = False) -> tuple[dict, list, list, d
         per_source = {str(u): (int(r), int(distinct[u])) for u, r in zip(uniq, rows)}
     # compact: ~17 bytes a row (the survey name as read is 32)
     compact = {"HEALPIX": keys["HEALPIX"].astype(np.int32), "TARGETID": keys["TARGETID"].astype(np.int64),
-               "LAMOST": _is_lamost(keys["SURVEY"]), "SNR": keys["SNR"].astype(np.float32)}
+               "ID_SPACE": id_space(keys["SURVEY"]), "SNR": keys["SNR"].astype(np.float32)}
     return compact, errors, extras, per_source
 
 
@@ -560,11 +555,11 @@ def merge_parts(
 
     def cat(name):
         if not keys:
-            return np.zeros(0, dtype=bool if name == "LAMOST" else np.int64)
+            return np.zeros(0, dtype=np.int8 if name == "ID_SPACE" else np.int64)
         return np.concatenate([k[name] for k in keys])
 
     order = np.lexsort((row_of, part_of, cat("HEALPIX")))
-    primary = _primary_from_keys(targetid=cat("TARGETID")[order], is_lamost=cat("LAMOST")[order],
+    primary = _primary_from_keys(targetid=cat("TARGETID")[order], space=cat("ID_SPACE")[order],
                                  snr=cat("SNR")[order])
     del keys
 

@@ -68,6 +68,27 @@ def test_primary_mask_cases():
         w.primary_mask(targetid=tid, survey=survey, snr=snr),
         # 7: best S/N 30 (sv3); 8: no S/N: first row; 9 alone; LAMOST 7s are their own group
         [False, True, False, True, False, True, False, True])
+
+
+def test_primary_id_spaces_come_from_the_reader_registry(monkeypatch):
+    """A survey whose ids are not DESI TARGETIDs says so in its Reader; nothing in the VAC code."""
+    import dataclasses
+
+    from catalog_tool.io import readers
+
+    toy = dataclasses.replace(readers.reader("lamost"), kind="toy", own_id_surveys=("toysurv",))
+    tid = np.array([7, 7, 7, 7])
+    survey = np.array([b"main", b"toysurv ", b"lamost", b"toysurv"])
+    snr = np.array([1.0, 2.0, 3.0, 4.0])
+    # unregistered: toysurv rows share the DESI id space, so the best of all four DESI-space rows wins
+    np.testing.assert_array_equal(readers.id_space(survey), [0, 0, 2, 0])
+    np.testing.assert_array_equal(w.primary_mask(targetid=tid, survey=survey, snr=snr),
+                                  [False, False, True, True])
+    monkeypatch.setattr(readers, "READERS", readers.READERS + (toy,))
+    np.testing.assert_array_equal(readers.id_space(survey), [0, 3, 2, 3])
+    np.testing.assert_array_equal(readers.id_space(survey.astype(str)), [0, 3, 2, 3])
+    np.testing.assert_array_equal(w.primary_mask(targetid=tid, survey=survey, snr=snr),
+                                  [True, False, True, True])
     # ties go to the first row in the given order
     np.testing.assert_array_equal(
         w.primary_mask(targetid=[5, 5], survey=np.array([b"sv3", b"main"]), snr=[3.0, 3.0]), [True, False])
