@@ -55,6 +55,9 @@ class Reader:
     one_file_per_batch : bool
         True: each file is read (and fails) alone, a batch per file (DESI coadds hold thousands
         of spectra). False: all of a partition's files make one batch (LAMOST: one spectrum each).
+    scan_open : callable(open fitsio.FITS, path) -> FileEntry, optional
+        ``scan`` of a file discovery already has open (it opens each file once: for a small
+        gzip file the opening, which decompresses it, is most of the cost). None: ``scan(path)``.
     own_id_surveys : tuple of str
         The ``SURVEY`` values of this reader's rows whose ``TARGETID`` is not a DESI TARGETID
         (LAMOST: an OBSID). The VAC's ``PRIMARY`` groups such rows only among themselves
@@ -67,6 +70,7 @@ class Reader:
     select_stars: Callable[[Mapping], np.ndarray]
     sniff: Callable | None = None
     one_file_per_batch: bool = True
+    scan_open: Callable | None = None
     own_id_surveys: tuple[str, ...] = ()
 
 
@@ -75,7 +79,8 @@ READERS = (
     Reader(kind="desi", scan=desi.scan_coadd, read=desi.read_files, select_stars=desi.select_stars,
            sniff=desi.sniff, one_file_per_batch=True),
     Reader(kind="lamost", scan=lamost.scan_lamost, read=lamost.read_files, select_stars=lamost.select_stars,
-           sniff=None, one_file_per_batch=False, own_id_surveys=("lamost",)),
+           sniff=None, one_file_per_batch=False, scan_open=lamost.scan_lamost_open,
+           own_id_surveys=("lamost",)),
 )
 
 

@@ -148,12 +148,11 @@ def _walk(root: str, notes: list[str]) -> list[str]:
     return found
 
 
-def _is_plain_table(path: str) -> bool:
+def _is_plain_table(fits) -> bool:
     """True for a catalogue-like file: empty primary, table HDUs, none of them a LAMOST COADD."""
-    with open_fits(path) as fits:
-        if fits[0].get_info().get("ndims", 0) or "COADD" in fits or len(fits) < 2:
-            return False
-        return all(h.get_exttype() in ("BINARY_TBL", "ASCII_TBL") for h in list(fits)[1:])
+    if fits[0].get_info().get("ndims", 0) or "COADD" in fits or len(fits) < 2:
+        return False
+    return all(h.get_exttype() in ("BINARY_TBL", "ASCII_TBL") for h in list(fits)[1:])
 
 
 def _scan(path: str):
@@ -164,16 +163,18 @@ def _scan(path: str):
     to the catch-all reader (LAMOST), whose scanner says what the file lacks.
     """
     try:
-        with open_fits(path) as fits:
+        with open_fits(path) as fits:  # opened once for every question below
             claimed = readers.claim(fits)
-        if claimed is None:
-            if _is_plain_table(path):
-                return "table", None
-            fallback = readers.catch_all()
-            if fallback is None:
-                return "skip", "not a file any stxcat reader recognises"
-            claimed = (fallback, "read", None)
-        reader, what, reason = claimed
+            if claimed is None:
+                if _is_plain_table(fits):
+                    return "table", None
+                fallback = readers.catch_all()
+                if fallback is None:
+                    return "skip", "not a file any stxcat reader recognises"
+                claimed = (fallback, "read", None)
+            reader, what, reason = claimed
+            if what == "read" and reader.scan_open is not None:
+                return "entry", reader.scan_open(fits, path)
         if what == "read":
             return "entry", reader.scan(path)
         return what, reason

@@ -430,3 +430,82 @@ def test_discover_skips_a_damaged_header(realdata, tmp_path, rng):
     index = discover([tmp_path])
     assert [os.path.basename(e.path) for e in index.entries] == [DR10]
     assert [os.path.basename(p) for p, _ in index.skipped] == ["mangled.fits"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The primary header read from its bytes (fitsutil.read_header_cards) gives what fitsio's
+# read_header gives: same batches, same scan entries, on every kind of file the reader meets.
+
+def _fitsio_header(fits, path):
+    from catalog_tool.io.fitsutil import read_header
+
+    return read_header(fits[0], path)
+
+
+def _header_cases(realdata, tmp_path) -> list:
+    from catalog_tool.sim.lamost import simulate_lamost
+
+    paths = [realdata / "lamost" / n for n in FILES]
+    for name in FILES:  # gzip copies: the header comes from CFITSIO's decompressed stream
+        if not name.endswith(".gz"):
+            out = tmp_path / f"gz-{name}.gz"
+            out.write_bytes(gzip.compress((realdata / "lamost" / name).read_bytes()))
+            paths.append(out)
+    for layout in ("dr1", "dr7", "dr10"):
+        simulate_lamost(tmp_path / f"sim-{layout}", n=4, seed=5, layout=layout, gzip=layout == "dr7")
+        paths += sorted((tmp_path / f"sim-{layout}").rglob("spec-*.fits*"))
+    # edge cards: a CONTINUE'd long string with a quote inside, then (written by hand, as astropy
+    # would not) a duplicate name (the last card wins), an empty value, an unquoted string and a
+    # D exponent
+    styled = tmp_path / "styled.fits"
+    with afits.open(realdata / "lamost" / DR7_PLAIN) as hdul:
+        hdul[0].header["OBJNAME"] = "O'Brien " + "long " * 20
+        hdul.writeto(styled)
+    raw = styled.read_bytes()
+    with afits.open(styled) as hdul:
+        data_start = hdul[0]._data_offset
+    text = raw[:data_start].decode("ascii")
+    cards = [text[i:i + 80] for i in range(0, len(text), 80)]
+    end = next(i for i, c in enumerate(cards) if c.startswith("END     "))
+    extra = ["SPID    =                    7 / duplicate: the last card of a name wins",
+             "FIBERTYP=                      / empty value",
+             "OBJTYPE = Star                 / unquoted (not standard)",
+             "COEFF1  =              1.0D-04 / D exponent"]
+    header = "".join(cards[:end]) + "".join(c.ljust(80) for c in extra) + "END".ljust(80)
+    header = header.ljust(-(-len(header) // 2880) * 2880)
+    edge = tmp_path / "edge.fits"
+    edge.write_bytes(header.encode("ascii") + raw[data_start:])
+    return [*paths, styled, edge]
+
+
+def _same_batch(a, b):
+    assert set(a.meta) == set(b.meta)
+    for k in a.meta:
+        np.testing.assert_array_equal(a.meta[k], b.meta[k], err_msg=k)
+    for name in a.arms:
+        for f in ("wave", "flux", "ivar", "mask"):
+            np.testing.assert_array_equal(getattr(a.arms[name], f), getattr(b.arms[name], f))
+    assert a.problems == b.problems
+
+
+def test_header_from_bytes_equals_fitsio_read_header(realdata, tmp_path, monkeypatch):
+    import catalog_tool.io.lamost as lamost_mod
+    from catalog_tool.io.fitsutil import HeaderCards
+
+    paths = _header_cases(realdata, tmp_path)
+    assert len(paths) == 9 + 8 + 12 + 2, [p.name for p in paths]  # real, gzip copies, simulated, edge
+    fast = {p: (read_lamost_files([p]), scan_lamost(p)) for p in paths}
+    seen = []
+    real = lamost_mod._primary_header
+    monkeypatch.setattr(lamost_mod, "_primary_header", lambda f, p: seen.append(type(real(f, p))) or real(f, p))
+    read_lamost_files(paths[:1])
+    assert seen == [HeaderCards]  # the fast path is the one compared
+    monkeypatch.setattr(lamost_mod, "_primary_header", _fitsio_header)
+    for p in paths:
+        (batch_f, fail_f), entry_f = fast[p]
+        batch_s, fail_s = read_lamost_files([p])
+        assert fail_f == fail_s == [], p
+        _same_batch(batch_f, batch_s)
+        assert scan_lamost(p) == entry_f, p
+    edge = read_lamost_files([tmp_path / "edge.fits"])[0].meta
+    assert edge["SPID"][0] == 7 and edge["OBJTYPE"][0] == "Star"
