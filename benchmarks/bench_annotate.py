@@ -100,6 +100,9 @@ def run_cli(args: list[str], src: str | None = None) -> tuple[float, float, int,
     env = dict(os.environ)  # as a user runs it: no thread variables set for the child
     if src:
         env["PYTHONPATH"] = os.pathsep.join([src] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        # `python -m` puts the working directory first on sys.path: run from a checkout, the child
+        # would import that checkout's catalog_tool, not src's (PYTHONSAFEPATH, Python >= 3.11)
+        env["PYTHONSAFEPATH"] = "1"
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryDirectory() as tmp:
         peak_json = os.path.join(tmp, "peak.json")
