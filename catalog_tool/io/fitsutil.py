@@ -260,7 +260,8 @@ class HeaderCards(Mapping):
         return len(self._index)
 
 
-#: A compressed file larger than this has its header read by fitsio (the raw path would copy it).
+#: A compressed file larger than this, decompressed, has its header read by fitsio (the raw path
+#: would copy all of it).
 _RAW_GZIP_MAX = 16 * 2**20
 
 
@@ -279,7 +280,8 @@ def read_header_cards(fits: fitsio.FITS, ext, path: str | os.PathLike, *,
     start, stop = offsets["header_start"], offsets["data_start"]
     try:
         if is_gzip(path):
-            if stop > _RAW_GZIP_MAX:
+            # read_raw copies the whole decompressed file: only for small ones (LAMOST: ~100 kB)
+            if fits[len(fits) - 1].get_offsets()["data_end"] > _RAW_GZIP_MAX:
                 return read_header(hdu, path)
             raw = fits.read_raw()[start:stop]
         else:

@@ -509,3 +509,19 @@ def test_header_from_bytes_equals_fitsio_read_header(realdata, tmp_path, monkeyp
         assert scan_lamost(p) == entry_f, p
     edge = read_lamost_files([tmp_path / "edge.fits"])[0].meta
     assert edge["SPID"][0] == 7 and edge["OBJTYPE"][0] == "Star"
+
+
+def test_a_large_gzip_file_has_its_header_read_by_fitsio(realdata, tmp_path, monkeypatch):
+    """read_raw copies a whole decompressed file: above the limit the header comes from fitsio."""
+    import fitsio
+
+    from catalog_tool.io import fitsutil
+
+    out = tmp_path / "big.fits.gz"
+    out.write_bytes(gzip.compress((realdata / "lamost" / DR7_PLAIN).read_bytes()))
+    with fitsutil.open_fits(out) as fits:
+        assert isinstance(fitsutil.read_header_cards(fits, 0, out), fitsutil.HeaderCards)
+        monkeypatch.setattr(fitsutil, "_RAW_GZIP_MAX", 1000)
+        small_limit = fitsutil.read_header_cards(fits, 0, out)
+    assert isinstance(small_limit, fitsio.FITSHDR)
+    np.testing.assert_array_equal(read_lamost(out).meta["OBSID"], read_lamost(realdata / "lamost" / DR7_PLAIN).meta["OBSID"])
