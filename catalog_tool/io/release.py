@@ -44,6 +44,7 @@ __all__ = [
     "radec_to_healpix",
     "pixel_of_targets",
     "discover",
+    "scan_workers",
     "partition",
     "plan_to_dict",
     "format_plan",
@@ -186,7 +187,46 @@ def _scan(path: str):
         return "skip", f"cannot be scanned ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
 
 
-def discover(inputs: Iterable[str | os.PathLike]) -> ReleaseIndex:
+#: Below this many files discovery scans in this process: starting scan processes costs ~1 s.
+PARALLEL_SCAN_MIN_FILES = 2000
+#: At most this many scan processes by default (the scan is bound by opening files).
+MAX_SCAN_WORKERS = 8
+
+
+def scan_workers(nfiles: int, workers: int | None = None) -> int:
+    """Processes :func:`discover` scans ``nfiles`` files with: ``workers`` when given (>= 1), else
+    1 below :data:`PARALLEL_SCAN_MIN_FILES` files and the CPUs (at most :data:`MAX_SCAN_WORKERS`)
+    from there."""
+    if workers is not None:
+        if int(workers) < 1:
+            raise ConfigError(f"scan workers must be >= 1, not {workers}")
+        return int(workers)
+    if nfiles < PARALLEL_SCAN_MIN_FILES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_SCAN_WORKERS))
+
+
+def _scan_all(paths: list[str], workers: int, notes: list[str]) -> list:
+    """``_scan`` of every path, in order; in ``workers`` spawned processes when more than one
+    (fitsio holds the GIL while it opens a file, so threads would not help)."""
+    if workers <= 1 or len(paths) < 2:
+        return [_scan(p) for p in paths]
+    import concurrent.futures
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # no fork: safe beside threads (dask, torch)
+    chunk = max(1, min(512, len(paths) // (workers * 8)))
+    try:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+            return list(ex.map(_scan, paths, chunksize=chunk))
+    except (concurrent.futures.process.BrokenProcessPool, OSError) as exc:
+        # a scan process died (e.g. killed for memory) or none could start: scan here instead
+        notes.append(f"scanning in {workers} processes failed ({type(exc).__name__}: "
+                     f"{' '.join(str(exc).split())[:120]}); scanned in one")
+        return [_scan(p) for p in paths]
+
+
+def discover(inputs: Iterable[str | os.PathLike], *, workers: int | None = None) -> ReleaseIndex:
     """Index the spectra files in ``inputs`` from their headers.
 
     Parameters
@@ -195,6 +235,11 @@ def discover(inputs: Iterable[str | os.PathLike]) -> ReleaseIndex:
         DESI release trees or any folders (walked recursively for ``*.fits``, ``*.fits.gz``,
         ...), and single files (tried whatever their name). A path given twice, or reached twice
         (e.g. through a folder and by name), is indexed once.
+    workers : int, optional
+        Processes that open the files (:func:`scan_workers`: by default one below 2,000 files,
+        else the CPUs up to 8). The index is the same for any number. Readers are those of
+        :data:`catalog_tool.io.readers.READERS` as imported by a fresh process: one registered at
+        run time (not in the module) is seen with ``workers=1`` only.
 
     Returns
     -------
@@ -217,12 +262,13 @@ def discover(inputs: Iterable[str | os.PathLike]) -> ReleaseIndex:
             index.skipped.append((path, "no such file or directory"))
 
     seen: set[str] = set()
+    unique = []
     for path in candidates:
         key = os.path.realpath(path)
-        if key in seen:
-            continue
-        seen.add(key)
-        what, value = _scan(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    for path, (what, value) in zip(unique, _scan_all(unique, scan_workers(len(unique), workers), index.notes)):
         if what == "entry":
             index.entries.append(value)
         elif what == "companion":

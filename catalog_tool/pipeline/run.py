@@ -217,6 +217,8 @@ def _run(cfg, wd, plan, idx, bundle, bundle_path, device, settings, t0) -> RunSu
             log.warning("skipped %s: %s", path, reason)
         for path in idx.tables:
             log.info("not spectra (a plain FITS table), not read: %s", path)
+        for note in getattr(idx, "notes", []):
+            log.info("discovery: %s", note)
         if "catalog" in plan:
             cat = plan["catalog"]
             log.info("planned from the catalogue %s: %d rows, %d files found, %d missing (rows flagged "

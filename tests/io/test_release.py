@@ -224,3 +224,39 @@ def test_plain_tables_are_listed_not_failed(tmp_path, realdata):
     assert idx.tables == [str(cat)]
     assert "catalogue.fits" in release.format_plan(idx, release.partition(idx.entries, target_spectra=10))
     assert release.plan_to_dict(idx, [])["totals"]["tables"] == 1
+
+
+def test_discovery_in_processes_gives_the_same_index(tree, realdata, tmp_path):
+    """Scanning in spawned processes (large releases) indexes exactly what one process does:
+    entries, skipped files and reasons, companions, tables, notes, in the same order."""
+    root, lam, _ = tree
+    for p in sorted((realdata / "lamost").iterdir()):  # every real LAMOST layout, plain and gzip
+        _link(p, lam / "all" / p.name)
+    (lam / "broken.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+    inputs = [root, root / "tiles", lam, lam / "sub"]  # lam/sub reached twice: indexed once
+    one = release.discover(inputs, workers=1)
+    two = release.discover(inputs, workers=2)
+    # healpix, tiles, the 9 LAMOST files (lam/sub links to two of them: the same real files)
+    assert len(one.entries) == 2 + 1 + 9 and one.skipped and one.companions == 1
+    assert two.entries == one.entries
+    assert two.skipped == one.skipped
+    assert (two.companions, two.tables, two.notes) == (one.companions, one.tables, one.notes)
+
+
+def test_scan_workers_and_a_failed_pool(tree, monkeypatch):
+    assert release.scan_workers(10) == 1
+    assert release.scan_workers(release.PARALLEL_SCAN_MIN_FILES) == min(os.cpu_count() or 1, release.MAX_SCAN_WORKERS)
+    assert release.scan_workers(10, 3) == 3
+    with pytest.raises(ConfigError):
+        release.scan_workers(10, 0)
+    import concurrent.futures
+
+    class Broken:
+        def __init__(self, *a, **k):
+            raise concurrent.futures.process.BrokenProcessPool("a scan process was killed")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Broken)
+    root, _, _ = tree
+    idx = release.discover([root], workers=2)
+    assert [os.path.basename(e.path) for e in idx.entries] == [EDR, SPECIAL]  # scanned here instead
+    assert any("scanning in 2 processes failed" in n and "killed" in n for n in idx.notes)
