@@ -209,10 +209,12 @@ def scan_workers(nfiles: int, workers: int | None = None) -> int:
 def _scan_all(paths: list[str], workers: int, notes: list[str]) -> list:
     """``_scan`` of every path, in order; in ``workers`` spawned processes when more than one
     (fitsio holds the GIL while it opens a file, so threads would not help)."""
-    if workers <= 1 or len(paths) < 2:
-        return [_scan(p) for p in paths]
     import concurrent.futures
     import multiprocessing
+
+    if workers <= 1 or len(paths) < 2 or multiprocessing.current_process().daemon:
+        # (a daemonic process, e.g. a worker of a process pool, may not start processes)
+        return [_scan(p) for p in paths]
 
     ctx = multiprocessing.get_context("spawn")  # no fork: safe beside threads (dask, torch)
     chunk = max(1, min(512, len(paths) // (workers * 8)))

@@ -260,3 +260,14 @@ def test_scan_workers_and_a_failed_pool(tree, monkeypatch):
     idx = release.discover([root], workers=2)
     assert [os.path.basename(e.path) for e in idx.entries] == [EDR, SPECIAL]  # scanned here instead
     assert any("scanning in 2 processes failed" in n and "killed" in n for n in idx.notes)
+
+
+def test_discovery_inside_a_daemonic_process_scans_in_that_process(tree):
+    """A multiprocessing.Pool worker (daemonic) may not start processes: discovery does not try."""
+    import multiprocessing
+
+    root, _, _ = tree
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        idx = pool.apply(release.discover, ([root],), {"workers": 2})
+    assert [os.path.basename(e.path) for e in idx.entries] == [EDR, SPECIAL]
+    assert not any("processes failed" in n for n in idx.notes)
