@@ -21,18 +21,17 @@ import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import peak_rss  # beside this script
 
-BENCH_DIR = str(pathlib.Path(__file__).resolve().parent)
 _CHILD = """
 import json, sys, time
 t = time.perf_counter()
 from catalog_tool.vac.export import export_vac
 export_vac(sys.argv[1], sys.argv[2], format=sys.argv[3])
 seconds = time.perf_counter() - t
-sys.path.insert(0, @BENCH_DIR@)
 from peak_rss import peak_mib  # this process's own peak (ru_maxrss keeps the parent's)
 print(json.dumps({"seconds": seconds, "maxrss_mb": peak_mib()}))
-""".replace("@BENCH_DIR@", repr(BENCH_DIR))
+"""
 
 
 def _size(path: str) -> int:
@@ -64,7 +63,7 @@ def main() -> None:
         for fmt in args.formats.split(","):
             out = os.path.join(tmp, "vac.parquet" if fmt == "parquet" else "vac_hats")
             load0 = os.getloadavg()[0]
-            res = subprocess.run([sys.executable, "-c", _CHILD, vac, out, fmt], check=True, capture_output=True,
+            res = subprocess.run(peak_rss.python_c(_CHILD, vac, out, fmt), check=True, capture_output=True,
                                  text=True)
             r = json.loads(res.stdout.strip().splitlines()[-1])
             print(f"| {fmt} | {r['seconds']:.1f} | {nrows / r['seconds']:,.0f} | {_size(out) / 2**20:.0f} | "

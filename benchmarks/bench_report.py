@@ -22,6 +22,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import peak_rss  # beside this script
+
 from catalog_tool.vac.write import Provenance, write_vac
 
 
@@ -65,18 +68,16 @@ def write_synthetic_vac(path: str, rows: int, *, script: str) -> None:
     print(f"wrote {path} ({os.path.getsize(path) / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f} s")
 
 
-BENCH_DIR = str(pathlib.Path(__file__).resolve().parent)
 _CHILD = """
 import json, sys, time
 t = time.perf_counter()
-sys.path.insert(0, @BENCH_DIR@)
 from peak_rss import peak_mib  # this process's own peak (ru_maxrss keeps the parent's)
 from catalog_tool.report import make_report
 r = make_report(sys.argv[1], sys.argv[2])
 total = time.perf_counter() - t
 print(json.dumps({"timings": r.timings, "total": total,
                   "maxrss_mb": peak_mib()}))
-""".replace("@BENCH_DIR@", repr(BENCH_DIR))
+"""
 
 
 def main() -> None:
@@ -89,7 +90,7 @@ def main() -> None:
     vac = args.vac or os.path.join(tmp, "vac.fits")
     if not os.path.exists(vac):
         write_synthetic_vac(vac, args.rows, script="bench_report.py")
-    out = subprocess.run([sys.executable, "-c", _CHILD, vac, os.path.join(tmp, "report")], check=True,
+    out = subprocess.run(peak_rss.python_c(_CHILD, vac, os.path.join(tmp, "report")), check=True,
                          capture_output=True, text=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     import fitsio

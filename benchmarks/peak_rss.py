@@ -9,6 +9,7 @@ to the process's own address space and starts afresh at exec.
 Two ways to use it:
 
 * inside a child script: ``peak_mib()``;
+* a ``python -c`` child: :func:`python_c` builds its command line so that it can import this;
 * around a module run as a command: ``python benchmarks/peak_rss.py OUT.json MODULE ARGS...`` runs
   ``python -m MODULE ARGS...`` in this process and writes ``{"peak_mib": ...}`` to ``OUT.json`` at
   exit (also when the module exits with a non-zero status); :func:`wrap` builds that command line.
@@ -40,6 +41,12 @@ def peak_mib() -> float:
 def wrap(out_json: str | os.PathLike, module: str, args: list[str]) -> list[str]:
     """The command line that runs ``python -m module *args`` and records its peak in ``out_json``."""
     return [sys.executable, os.fspath(pathlib.Path(__file__).resolve()), os.fspath(out_json), module, *args]
+
+
+def python_c(code: str, *args: str) -> list[str]:
+    """The command line of ``python -c code args...`` in which ``from peak_rss import peak_mib`` works."""
+    here = os.fspath(pathlib.Path(__file__).resolve().parent)
+    return [sys.executable, "-c", f"import sys\nsys.path.insert(0, {here!r})\n{code}", *args]
 
 
 def read(out_json: str | os.PathLike) -> float:

@@ -28,7 +28,7 @@ import math
 import os
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import fitsio
 import numpy as np
@@ -195,7 +195,7 @@ def _primary_header(fits: fitsio.FITS, path: str):
     return read_header_cards(fits, 0, path, strict=True)
 
 
-def _detect_open(fits: fitsio.FITS, path: str) -> tuple[str, fitsio.FITSHDR]:
+def _detect_open(fits: fitsio.FITS, path: str) -> tuple[str, Mapping]:
     """The layout and the primary header (read once: :func:`scan_lamost` needs it too)."""
     if _structure(fits, path) == "dr10":
         return "dr10", _primary_header(fits, path)

@@ -26,6 +26,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from catalog_tool.config import available_cpus
 from catalog_tool.errors import ConfigError, InputFileError
 from catalog_tool.io import readers
 from catalog_tool.io.entry import (HEALPIX_NEST, HEALPIX_NSIDE, FileEntry, pixel_of_targets, radec_to_healpix,
@@ -203,7 +204,7 @@ def scan_workers(nfiles: int, workers: int | None = None) -> int:
         return int(workers)
     if nfiles < PARALLEL_SCAN_MIN_FILES:
         return 1
-    return max(1, min(os.cpu_count() or 1, MAX_SCAN_WORKERS))
+    return max(1, min(available_cpus(), MAX_SCAN_WORKERS))
 
 
 def _scan_all(paths: list[str], workers: int, notes: list[str]) -> list:

@@ -245,7 +245,9 @@ def test_discovery_in_processes_gives_the_same_index(tree, realdata, tmp_path):
 
 def test_scan_workers_and_a_failed_pool(tree, monkeypatch):
     assert release.scan_workers(10) == 1
-    assert release.scan_workers(release.PARALLEL_SCAN_MIN_FILES) == min(os.cpu_count() or 1, release.MAX_SCAN_WORKERS)
+    from catalog_tool.config import available_cpus
+
+    assert release.scan_workers(release.PARALLEL_SCAN_MIN_FILES) == min(available_cpus(), release.MAX_SCAN_WORKERS)
     assert release.scan_workers(10, 3) == 3
     with pytest.raises(ConfigError):
         release.scan_workers(10, 0)
